@@ -1,0 +1,1 @@
+"""Scripts that make or convert data for luna_lra (run as `python -m data_prep.<name>`)."""
