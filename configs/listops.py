@@ -53,6 +53,7 @@ def get_config(variant: str = "luna256"):
         # LRA paper: 6 layers, 512/2048, 8 heads, Adam(0.9, 0.98, eps 1e-9), weight decay 0.1,
         # 0.05 * linear_warmup(1000) * rsqrt_decay, i.e. a peak of 0.05 / sqrt(1000).
         c.model.name = "transformer"
+        c.model.positions = "sinusoidal"  # LRA: learn_pos_emb=False
         c.model.num_layers = 6
         c.model.tie_layer_weights = False
         c.model.init = "official"
@@ -66,8 +67,8 @@ def get_config(variant: str = "luna256"):
         c.data.max_length = 128
         c.data.generate_if_missing = True
         c.data.generate_num_train = 20_000
-        c.data.generate_num_val = 1_000
-        c.data.generate_num_test = 1_000
+        c.data.generate_num_val = 2_000
+        c.data.generate_num_test = 2_000
         c.data.generate_min_length = 20
         c.data.generate_max_length = 128
         c.data.generate_max_depth = 10
@@ -81,7 +82,7 @@ def get_config(variant: str = "luna256"):
         c.optim.learning_rate = 1e-3
         c.optim.warmup_steps = 200
         c.data.batch_size = 64
-        c.train.num_steps = 3000
+        c.train.num_steps = 1500
         c.train.eval_every = 250
         c.train.log_every = 25
         c.train.checkpoint_every = 250

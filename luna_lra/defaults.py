@@ -11,6 +11,7 @@ import ml_collections
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
+    c.name = ""  # the benchmark's name when it differs from data.task (pathfinder32, pathx)
     c.variant = ""  # which `:variant` of the config file made this config
 
     c.data = ml_collections.ConfigDict()
@@ -36,6 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.init = "official"  # "official" (xavier etc.) | "bert" (normal(0, 0.02))
     c.model.use_cls = True
     c.model.embed_layer_norm = True
+    c.model.positions = "learned"  # "learned" | "sinusoidal" (fixed, the LRA code's default)
     c.model.pooling = "cls"  # "cls" | "mean"
     c.model.classifier_dim = 2048
     c.model.classifier_layers = 1

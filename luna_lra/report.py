@@ -50,7 +50,7 @@ def run_table(result: dict[str, Any]) -> str:
     """A Markdown table for one result.json, with how it was made."""
     reduced = result["variant"] == "tiny"
     lines = [
-        f"# {result['task']} — {result['model']} ({result['variant']})",
+        f"# {result.get('name') or result['task']} — {result['model']} ({result['variant']})",
         "",
         "| Task | Model | Test acc. (%) | Val acc. (%) | Best step | Steps | Majority baseline (%) "
         "| Published (%) |",
@@ -67,15 +67,15 @@ def run_table(result: dict[str, Any]) -> str:
         f"{result['compile_seconds'] or 0:.1f} s); parameters: {result['num_params']:,}",
     ]
     if reduced:
-        lines.append("- Reduced configuration: the `tiny` variant shortens the sequences and the "
-                     "model so that it runs on a CPU in minutes; it is not comparable to the "
-                     "published figure.")
+        lines.append("- Reduced configuration: the `tiny` variant reduces the data (shorter "
+                     "sequences or fewer examples) and the model so that it runs on a CPU in "
+                     "minutes; it is not comparable to the published figure.")
     return "\n".join(lines) + "\n"
 
 
 def write_run_table(result: dict[str, Any], results_dir: str) -> str:
     os.makedirs(results_dir, exist_ok=True)
-    stem = os.path.join(results_dir, f"{result['task']}_{result['variant']}")
+    stem = os.path.join(results_dir, f"{result.get('name') or result['task']}_{result['variant']}")
     table = run_table(result)
     with open(stem + ".md", "w") as f:
         f.write(table)
@@ -335,6 +335,17 @@ def _identity(result: dict) -> str:
                       sort_keys=True, default=str)
 
 
+def _changed_from_recipe(config: dict, spec: str) -> list[str] | None:
+    """`field=value` for each field where `config` differs from its config file's defaults
+    (bookkeeping fields and the seed aside); None if the config file cannot be loaded."""
+    recipe = recipe_config(spec)
+    if recipe is None:
+        return None
+    have, want = _flatten(config), _flatten(recipe)
+    return [f"{k}={have[k]!r}" for k in sorted(have)
+            if k not in _BOOKKEEPING and have[k] != want.get(k, "<missing>")]
+
+
 def _differences(a: dict, b: dict) -> list[str]:
     fa, fb = _flatten(a), _flatten(b)
     return [f"{k}: {fa.get(k, '<missing>')!r} vs {fb.get(k, '<missing>')!r}"
@@ -439,6 +450,8 @@ def build_lra_table(results: Sequence[dict], root: str = ".") -> dict[str, Any]:
             cell = dict(cell)
             cell["published"] = published
             cell["config"] = configs[best_ident]
+            cell["changed_from_config_file"] = _changed_from_recipe(
+                configs[best_ident], cell["config_specs"][0])
             cell["other_configs"] = [
                 {"mean": s["mean"], "std": s["std"], "n": s["n"],
                  "mean_val_accuracy": s["mean_val_accuracy"], "reduced": s["reduced"],
@@ -514,6 +527,16 @@ def _cell_text(cell: dict) -> str:
     return text + _fmt_published(cell["published"])
 
 
+def _config_text(cell: dict) -> str:
+    text = _join(f"`{s}`" for s in cell["config_specs"])
+    changed = cell.get("changed_from_config_file")
+    if changed:
+        text += " with " + ", ".join(f"`{c}`" for c in changed)
+    elif changed is None:
+        text += " (config file not found here)"
+    return text
+
+
 def _join(values) -> str:
     return ", ".join("—" if v is None else str(v) for v in values)
 
@@ -566,10 +589,12 @@ def render_lra_table(table: dict, command: str = "", skipped: Sequence[str] = ()
                 f"| {row['model']} | {column} | {cell['n']} | {_join(cell['seeds'])} "
                 f"| {_join(cell['steps'])} | {_join(cell['best_steps'])} "
                 f"| {_join(cell['devices'])} | {_join(cell['commits'])} "
-                f"| {_join(cell['machines'])} | {_join(f'`{s}`' for s in cell['config_specs'])} "
-                f"| {reduced} |")
-    lines += ["", "The full config of each cell, every run (path, seed, accuracies, command) and "
-              "any other configurations found for a cell are in `lra_table.json`."]
+                f"| {_join(cell['machines'])} | {_config_text(cell)} | {reduced} |")
+    lines += ["", "Config: the config file and variant the runs were started from, with the fields "
+              "that differ from its defaults (seed and bookkeeping fields such as data_dir "
+              "aside). The full config of each cell, every run (path, seed, accuracies, "
+              "command) and any other configurations found for a cell are in "
+              "`lra_table.json`."]
     return "\n".join(lines) + "\n"
 
 

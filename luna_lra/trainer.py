@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from etils import epath
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -228,31 +229,50 @@ def _resume_view(config_dict: dict) -> dict:
     return {k: config_dict[k] for k in RESUME_FIELDS if k in config_dict}
 
 
+def _checkpoint_dir(workdir: str, name: str) -> str:
+    """Orbax wants absolute local paths; remote ones (gs://...) pass as they are."""
+    path = os.path.join(workdir, name)
+    return os.path.abspath(path) if _is_local(workdir) else path
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
 class MetricsWriter:
-    """JSON lines + TensorBoard events in the workdir, written by process 0 only."""
+    """JSON lines + TensorBoard events in the workdir, written by process 0 only.
+
+    Local files are appended to; a remote workdir (gs://...) has its file rewritten whole,
+    since object stores cannot append.
+    """
 
     def __init__(self, workdir: str, resume_step: int):
         self.enabled = jax.process_index() == 0
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = epath.Path(workdir) / "metrics.jsonl"
+        self.lines: list[str] = []
         self.tb = None
         if not self.enabled:
             return
-        if os.path.exists(self.path):  # drop lines past the checkpoint we resume from
-            with open(self.path) as f:
-                keep = [l for l in f if l.strip() and json.loads(l).get("step", 0) <= resume_step]
-            with open(self.path, "w") as f:
-                f.writelines(keep)
+        if self.path.exists():  # drop lines past the checkpoint we resume from
+            self.lines = [l + "\n" for l in self.path.read_text().splitlines()
+                          if l.strip() and json.loads(l).get("step", 0) <= resume_step]
+        self.path.write_text("".join(self.lines))
         try:
             from tensorboardX import SummaryWriter
-            self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self.tb = SummaryWriter(os.fspath(epath.Path(workdir) / "tensorboard"))
         except ImportError:  # optional at run time
             log.warning("tensorboardX is not installed: no TensorBoard events are written")
 
     def write(self, step: int, split: str, metrics: dict[str, float]):
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
+        line = json.dumps({"step": step, "split": split, **metrics}) + "\n"
+        self.lines.append(line)
+        if _is_local(os.fspath(self.path)):
+            with self.path.open("a") as f:
+                f.write(line)
+        else:
+            self.path.write_text("".join(self.lines))
         if self.tb is not None:
             for k, v in metrics.items():
                 self.tb.add_scalar(f"{split}/{k}", v, step)
@@ -269,8 +289,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        command: str = "") -> dict[str, Any]:
     """Trains, evaluates on val every train.eval_every steps (test whenever val improves),
     checkpoints, and returns (and writes to workdir/result.json) the final result."""
+    # One mesh over every device of every host. Setting it as the current mesh lets the
+    # attention kernels run per device on their share of the batch (see luna_lra.ops).
+    mesh = Mesh(np.asarray(jax.devices()), ("data",))
+    with jax.set_mesh(mesh):
+        return _train_and_evaluate(config, workdir, command, mesh)
+
+
+def _train_and_evaluate(config, workdir, command, mesh) -> dict[str, Any]:
     t_start = time.time()
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     if not config.data.task:
         raise ValueError("config field data.task is empty: use a config file from configs/")
     task_module = data_lib.get_task_module(config.data.task)
@@ -287,9 +315,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             raise data_lib.DataError(f"{name} inputs are {width} wide, more than "
                                      f"data.max_length={task.max_length}")
 
-    # Devices: one mesh over every device of every host; the batch dimension is sharded.
+    # Parameters are replicated; the batch dimension is sharded on the `data` axis.
     devices = jax.devices()
-    mesh = Mesh(np.asarray(devices), ("data",))
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data"))
     for field in ("batch_size", "eval_batch_size"):
@@ -320,11 +347,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     # Checkpoints: resume from the latest complete one. Orbax writes each step to a temporary
     # directory and renames it when complete, so a save cut short by a kill is never listed.
-    ckpt_dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    ckpt_dir = _checkpoint_dir(workdir, "checkpoints")
     manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
         max_to_keep=config.train.keep_checkpoints, create=True))
     best_manager = ocp.CheckpointManager(  # the parameters at the best validation accuracy
-        os.path.abspath(os.path.join(workdir, "best")),
+        _checkpoint_dir(workdir, "best"),
         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
     progress = Progress()
     config_dict = json.loads(config.to_json())
@@ -376,6 +403,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         return {"accuracy": totals["correct"] / totals["count"],
                 "loss": totals["loss"] / totals["count"], "examples": expected}
 
+    val_is_test = splits["val"]["inputs"] is splits["test"]["inputs"]
     writer = MetricsWriter(workdir, start_step)
     log.info("model %s (%s), %d parameters; %s; %d train / %d val / %d test examples",
              config.model.name, config.variant, num_params, machine_description(),
@@ -417,7 +445,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                     writer.write(done, "val", val)
                     progress.val_history.append([done, val["accuracy"]])
                     if val["accuracy"] > progress.best_val_accuracy:
-                        test = evaluate("test")
+                        # Text evaluates on the test split as its validation split (as LRA).
+                        test = val if val_is_test else evaluate("test")
                         writer.write(done, "test", test)
                         progress.best_val_accuracy = val["accuracy"]
                         progress.best_step, progress.test_at_best = done, test["accuracy"]
@@ -449,6 +478,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     majority = report.majority_baseline(splits["train"]["targets"], splits["test"]["targets"])
     result = {
         "task": config.data.task,
+        "name": config.name or config.data.task,
         "variant": config.variant,
         "model": config.model.name,
         "test_accuracy": progress.test_at_best,
@@ -470,8 +500,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         "config": config_dict,
     }
     if proc == 0:
-        with open(os.path.join(workdir, "result.json"), "w") as f:
-            json.dump(result, f, indent=2)
+        (epath.Path(workdir) / "result.json").write_text(json.dumps(result, indent=2))
     return result
 
 

@@ -45,6 +45,7 @@ def _init_apply(model, toks, train=False, rng=0):
     ("luna", {"pooling": "mean", "use_cls": False, "normalize_before": True}),
     ("luna", {"proj_len": 64}),  # l larger than every sequence
     ("transformer", {}),
+    ("transformer", {"positions": "sinusoidal", "tie_layer_weights": True}),
 ])
 def test_padding_never_changes_real_outputs(name, overrides):
     model = build_model(small_model_cfg(name, **overrides), TASK)

@@ -67,7 +67,7 @@ def build_model(cfg: Any, task: Any) -> Classifier:
         encoder = TransformerEncoder(attention_impl=cfg.attention_impl, **common)
     embed = Embed(vocab_size=task.vocab_size, dim=cfg.emb_dim, max_length=task.max_length,
                   use_cls=cfg.use_cls, init_scheme=cfg.init, layer_norm=cfg.embed_layer_norm,
-                  dropout_rate=cfg.dropout_rate, dtype=dtype)
+                  dropout_rate=cfg.dropout_rate, positions=cfg.positions, dtype=dtype)
     head = ClassifierHead(task.num_classes, cfg.classifier_dim, cfg.classifier_layers,
                           cfg.classifier_activation, cfg.init)
     return Classifier(embed, encoder, head, cfg.pooling, cfg.tower_combine)

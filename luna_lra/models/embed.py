@@ -28,6 +28,15 @@ def embed_init(init: str, dim: int):
     return BERT_INIT if init == "bert" else nn.initializers.normal(dim**-0.5)
 
 
+def sinusoidal_positions(length: int, dim: int):
+    """Fixed sin/cos position table [length, dim] (sin on even, cos on odd features)."""
+    pos = jnp.arange(length, dtype=jnp.float32)[:, None]
+    freq = jnp.exp(jnp.arange(0, dim, 2, dtype=jnp.float32) * (-jnp.log(10000.0) / dim))
+    table = jnp.zeros((length, dim), jnp.float32)
+    table = table.at[:, 0::2].set(jnp.sin(pos * freq))
+    return table.at[:, 1::2].set(jnp.cos(pos * freq[: dim // 2]))
+
+
 class Embed(nn.Module):
     """tokens [batch, n] -> (x [batch, n', dim], mask [batch, n']) with n' = n (+1 with CLS).
 
@@ -42,6 +51,7 @@ class Embed(nn.Module):
     init_scheme: str = "official"
     layer_norm: bool = True
     dropout_rate: float = 0.1
+    positions: str = "learned"  # "learned" | "sinusoidal" (fixed)
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -56,7 +66,13 @@ class Embed(nn.Module):
             x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, self.dim)), x], axis=1)
             mask = jnp.concatenate([jnp.ones((mask.shape[0], 1), bool), mask], axis=1)
         n_pos = self.max_length + int(self.use_cls)
-        pos = self.param("positions", e_init, (n_pos, self.dim))
+        if self.positions == "learned":
+            pos = self.param("positions", e_init, (n_pos, self.dim))
+        elif self.positions == "sinusoidal":
+            pos = sinusoidal_positions(n_pos, self.dim)
+        else:
+            raise ValueError(f"config field model.positions: expected 'learned' or 'sinusoidal', "
+                             f"got {self.positions!r}")
         x = x + pos[None, : x.shape[1]]
         if self.layer_norm:
             x = nn.LayerNorm(epsilon=1e-5, name="layer_norm")(x)

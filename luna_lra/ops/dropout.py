@@ -28,6 +28,12 @@ def seed_from_rng(rng: jax.Array) -> jax.Array:
     return jax.random.bits(rng, (), jnp.uint32)
 
 
+def keep_mask_seed(seed, index):
+    """A seed for shard `index` of a computation seeded with `seed` (uint32 in and out)."""
+    return _mix32(jnp.asarray(seed).astype(jnp.uint32) ^ _mix32(
+        jnp.asarray(index).astype(jnp.uint32) + jnp.uint32(0x632BE5AB)))
+
+
 def keep_threshold(rate: float) -> int:
     """Keep an element when its hash is >= this uint32 threshold (drop probability `rate`)."""
     if not 0.0 <= rate < 1.0:

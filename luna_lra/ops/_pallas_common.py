@@ -1,0 +1,203 @@
+"""Plumbing shared by the Pallas attention kernels in pallas_gpu.py and pallas_tpu.py.
+
+Each backend provides three kernels over inputs padded to block multiples, laid out
+[batch, len, heads, dim] (a backend may transpose internally):
+
+  fwd(plan, q, k, v, mask, seed)                    -> out [S, B, Lq, H, D], lse [S, B, H, Lq, 1]
+  dq(plan, q, k, v, mask, seed, do, lse, delta)     -> dq [S, B, Lq, H, D]
+  dkdv(plan, q, k, v, mask, seed, do, lse, delta)   -> dk, dv [S, B, Lk, H, D]
+
+S splits the streamed axis across programs (keys for fwd/dq, queries for dkdv); this module
+combines the partials. It also holds the per-tile math both backends run, so the GPU and TPU
+kernels differ only in how they walk blocks. Residuals of the custom_vjp: the inputs, the
+output and the row logsumexp; the probabilities are recomputed in the backward kernels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from luna_lra.ops import dropout as dropout_lib
+from luna_lra.ops import reference
+
+NEG = reference._NEG  # finite "minus infinity" of masked scores, as in the reference
+_TRANS_B = (((1,), (1,)), ((), ()))  # contract the last dims: a @ b.T
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Static choices of one call: blocks, splits, scale, dropout rate, interpret mode."""
+
+    block_q: int
+    block_k: int
+    q_splits: int  # programs sharing the query axis of the dk/dv kernel
+    k_splits: int  # programs sharing the key axis of the fwd and dq kernels
+    head_dim: int  # padded head dim the kernels see
+    scale: float
+    rate: float
+    interpret: Any = False
+    options: tuple = ()  # backend extras (num_warps, ...), as sorted (key, value) pairs
+
+
+def split(num_blocks: int, splits: int) -> tuple[int, int]:
+    """(splits, blocks per split) with no empty split."""
+    per = -(-num_blocks // max(1, min(splits, num_blocks)))
+    return -(-num_blocks // per), per
+
+
+def auto_splits(programs: int, num_blocks: int, target: int) -> int:
+    """Split the streamed axis until about `target` programs run at once."""
+    return max(1, min(num_blocks, -(-target // programs)))
+
+
+def round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+# ---------------------------------------------------------------- per-tile math (in kernels)
+
+def scores(q, k, key_ok, scale):
+    """Scaled float32 q @ k.T with masked keys at NEG. key_ok: [bq, bk] bool."""
+    s = lax.dot_general(q, k, _TRANS_B, preferred_element_type=jnp.float32) * scale
+    return jnp.where(key_ok, s, NEG)
+
+
+def keep_mask(plan, seed, b, h, row0, col0, shape):
+    """The reference's dropout hash for the tile at (row0, col0), or None without dropout."""
+    if plan.rate == 0.0:
+        return None
+    rows = row0 + lax.broadcasted_iota(jnp.int32, shape, 0)
+    cols = col0 + lax.broadcasted_iota(jnp.int32, shape, 1)
+    return dropout_lib.keep_mask(seed, b, h, rows, cols, plan.rate)
+
+
+def online_softmax_step(m, l, acc, s, key_ok, v, keep):
+    """One key block of the streaming softmax. m, l: [bq, 1]; acc: [bq, D] float32.
+
+    l sums the probabilities before dropout (the reference normalises, then drops)."""
+    m_new = jnp.maximum(m, jnp.max(s, axis=1, keepdims=True))
+    alpha = jnp.exp(m - m_new)
+    p = jnp.where(key_ok, jnp.exp(s - m_new), 0.0)  # where: m_new is NEG while no key is real
+    l = alpha * l + jnp.sum(p, axis=1, keepdims=True)
+    if keep is not None:
+        p = jnp.where(keep, p, 0.0)
+    acc = alpha * acc + dot(p, v)
+    return m_new, l, acc
+
+
+def finish_softmax(plan, m, l, acc):
+    """(normalised output, row logsumexp); rows with no real key get 0 and lse NEG."""
+    real = l > 0.0
+    l_safe = jnp.where(real, l, 1.0)
+    out = jnp.where(real, acc / (l_safe * (1.0 - plan.rate)), 0.0)
+    return out, jnp.where(real, m + jnp.log(l_safe), NEG)
+
+
+def backward_tile(plan, s, key_ok, lse, v, do, delta, keep):
+    """(dropped probabilities, dS) of one tile, recomputed from the logsumexp.
+
+    With Z the dropout keep/(1-rate) mask, O = (P*Z) V, and delta = rowsum(dO * O) equals
+    rowsum(P * Z * dO V^T), so dS = P * (Z * dO V^T - delta)."""
+    p = jnp.where(key_ok, jnp.exp(s - lse), 0.0)
+    dp = lax.dot_general(do, v, _TRANS_B, preferred_element_type=jnp.float32)
+    if keep is not None:
+        inv = 1.0 / (1.0 - plan.rate)
+        dp = jnp.where(keep, dp * inv, 0.0)
+        pd = jnp.where(keep, p * inv, 0.0)
+    else:
+        pd = p
+    return pd, p * (dp - delta)
+
+
+def dot(a, b):
+    """a @ b with float32 accumulation, the float32 tile `a` cast to b's input dtype."""
+    return lax.dot(a.astype(b.dtype), b, preferred_element_type=jnp.float32)
+
+
+def key_ok(mask_tile, shape):
+    """[1, bk] int32 key mask tile -> [bq, bk] bool (broadcast as int32: Mosaic-friendly)."""
+    return jnp.broadcast_to(mask_tile, shape) != 0
+
+
+# ------------------------------------------------------------------------- the custom_vjp
+
+def attention(backend, kind, q, k, v, key_mask, *, dropout_rate, dropout_rng, dropout_seed,
+              interpret, block_q, block_k, num_splits):
+    """Shared front end of pallas_gpu / pallas_tpu: checks, seed, plan, custom_vjp call.
+
+    kind: "pack" (short q, long k/v) or "unpack" (long q, short k/v). `backend` is the module
+    providing make_plan, fwd, dq, dkdv."""
+    reference._check_shapes(q, k, v, key_mask)
+    if dropout_rate > 0.0:
+        if dropout_seed is None:
+            if dropout_rng is None:
+                raise ValueError("dropout_rate > 0 needs dropout_rng (or dropout_seed)")
+            dropout_seed = dropout_lib.seed_from_rng(dropout_rng)
+        dropout_lib.keep_threshold(dropout_rate)  # validates the rate
+    else:
+        dropout_rate, dropout_seed = 0.0, 0
+    # Kernels read the seed as int32 (Mosaic scalar memory); same bits as the uint32 seed.
+    seed = lax.bitcast_convert_type(jnp.asarray(dropout_seed, jnp.uint32), jnp.int32).reshape(1)
+    b, lq, h, d = q.shape
+    plan = backend.make_plan(kind, b, h, lq, k.shape[1], d, float(dropout_rate), interpret,
+                             block_q=block_q, block_k=block_k, num_splits=num_splits)
+    return _attention(backend, plan, q, k, v, key_mask, seed)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _attention(backend, plan, q, k, v, key_mask, seed):
+    return _forward(backend, plan, q, k, v, key_mask, seed)[0]
+
+
+def _pad_inputs(plan, q, k, v, key_mask):
+    """Zero-pad lengths to block multiples (padded keys masked) and the head dim."""
+    lq, lk = round_up(q.shape[1], plan.block_q), round_up(k.shape[1], plan.block_k)
+    pad = lambda x, n: jnp.pad(x, ((0, 0), (0, n - x.shape[1]), (0, 0),
+                                   (0, plan.head_dim - x.shape[3])))
+    mask = jnp.pad(key_mask.astype(jnp.int32), ((0, 0), (0, lk - k.shape[1])))
+    return pad(q, lq), pad(k, lk), pad(v, lk), mask, lambda x: pad(x, lq)
+
+
+def _forward(backend, plan, q, k, v, key_mask, seed):
+    qp, kp, vp, mask, _ = _pad_inputs(plan, q, k, v, key_mask)
+    o, lse = backend.fwd(plan, qp, kp, vp, mask, seed)
+    if o.shape[0] > 1:  # split-K: combine partial (out, lse) of each key range
+        m = jnp.max(lse, axis=0)
+        w = jnp.exp(lse - m)  # [S, B, H, Lq, 1]; empty partials (NEG) get 0 unless all are
+        total = jnp.sum(w, axis=0)
+        lse = m + jnp.log(total)
+        w = jnp.transpose(w / total, (0, 1, 3, 2, 4))  # -> [S, B, Lq, H, 1]
+        o = jnp.sum(w * o, axis=0)
+    else:
+        o, lse = o[0], lse[0]
+    out = o[:, :q.shape[1], :, :q.shape[3]].astype(q.dtype)
+    return out, lse
+
+
+def _fwd_rule(backend, plan, q, k, v, key_mask, seed):
+    out, lse = _forward(backend, plan, q, k, v, key_mask, seed)
+    return out, (q, k, v, key_mask, seed, out, lse)
+
+
+def _bwd_rule(backend, plan, res, g):
+    q, k, v, key_mask, seed, out, lse = res
+    qp, kp, vp, mask, pad_q = _pad_inputs(plan, q, k, v, key_mask)
+    # Padded query rows get dO = 0, hence delta = 0 and dS = 0: no share in dk, dv.
+    do = pad_q(g.astype(q.dtype))
+    delta = jnp.sum(g.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # [B, Lq, H]
+    delta = jnp.pad(delta, ((0, 0), (0, qp.shape[1] - q.shape[1]), (0, 0)))
+    delta = jnp.transpose(delta, (0, 2, 1))[..., None]  # [B, H, Lq, 1]
+    dq = backend.dq(plan, qp, kp, vp, mask, seed, do, lse, delta)
+    dk, dv = backend.dkdv(plan, qp, kp, vp, mask, seed, do, lse, delta)
+    unpad = lambda x, like: (jnp.sum(x, axis=0) if x.shape[0] > 1 else x[0])[
+        :, :like.shape[1], :, :like.shape[3]].astype(like.dtype)
+    return unpad(dq, q), unpad(dk, k), unpad(dv, v), None, None
+
+
+_attention.defvjp(_fwd_rule, _bwd_rule)

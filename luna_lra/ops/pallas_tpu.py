@@ -1,0 +1,257 @@
+"""Luna pack/unpack attention as Pallas kernels lowered through Mosaic (TPU).
+
+Same signature and numerics as reference.py and the same three kernels as pallas_gpu.py, but
+walked the Mosaic way: the streamed axis is the last, sequential ("arbitrary") grid dimension,
+Pallas pipelines its blocks HBM -> VMEM, and the running softmax statistics / gradient sums
+live in VMEM scratch across those grid steps.
+
+  fwd   grid (batch, head, q block, key split, key step): online softmax over key blocks.
+  dq    same grid, accumulating dq.
+  dkdv  grid (batch, head, key block, query split, query step), accumulating dk, dv.
+
+The split axes are "parallel" so a two-core chip (megacore) can share one (batch, head) when
+batch * heads is small; partial results are combined outside. Mosaic tiles the last two dims of
+a block by (8, 128) unless they span the whole array, so the kernels work on [batch, heads,
+len, dim] (transposed here), row statistics are [.., len, 1] and the key mask [batch, 1, len].
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
+
+from luna_lra.ops import _pallas_common as common
+
+_TARGET_PROGRAMS = 2  # TensorCores per chip that "parallel" grid axes can be spread over
+
+
+def pack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, dropout_seed=None,
+                   interpret=False, block_q=None, block_k=None, num_splits=None):
+    """Pack: q = P side [batch, l, heads, head_dim]; k, v = X side [batch, n, heads, head_dim];
+    key_mask [batch, n]. interpret: True or a pltpu.InterpretParams runs the TPU interpreter."""
+    return common.attention(
+        _backend, "pack", q, k, v, key_mask, dropout_rate=dropout_rate, dropout_rng=dropout_rng,
+        dropout_seed=dropout_seed, interpret=interpret, block_q=block_q, block_k=block_k,
+        num_splits=num_splits)
+
+
+def unpack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, dropout_seed=None,
+                     interpret=False, block_q=None, block_k=None, num_splits=None):
+    """Unpack: q = X side [batch, n, heads, head_dim]; k, v = packed side [batch, l, heads,
+    head_dim]; key_mask [batch, l]. The whole key side is one block unless block_k says less."""
+    return common.attention(
+        _backend, "unpack", q, k, v, key_mask, dropout_rate=dropout_rate, dropout_rng=dropout_rng,
+        dropout_seed=dropout_seed, interpret=interpret, block_q=block_q, block_k=block_k,
+        num_splits=num_splits)
+
+
+def make_plan(kind, b, h, lq, lk, d, rate, interpret, *, block_q, block_k, num_splits):
+    # A block spanning the whole (padded) axis is always a legal Mosaic tile; otherwise keep
+    # query blocks a multiple of 8 sublanes and key blocks (lanes of the score tile) of 128.
+    if kind == "pack":
+        bq = block_q or min(common.round_up(lq, 8), 256)
+        bk = block_k or min(common.round_up(lk, 128), 512)
+    else:
+        bk = block_k or (common.round_up(lk, 8) if lk <= 1024 else 512)
+        bq = block_q or min(common.round_up(lq, 8), 256 if bk <= 256 else 128)
+    nqb, nkb = -(-lq // bq), -(-lk // bk)
+    ks = num_splits or common.auto_splits(b * h * nqb, nkb, _TARGET_PROGRAMS)
+    qs = num_splits or common.auto_splits(b * h * nkb, nqb, _TARGET_PROGRAMS)
+    if interpret is True:
+        interpret = pltpu.InterpretParams()
+    return common.Plan(
+        block_q=bq, block_k=bk, q_splits=common.split(nqb, qs)[0],
+        k_splits=common.split(nkb, ks)[0], head_dim=d, scale=d**-0.5, rate=rate,
+        interpret=interpret or False)
+
+
+def _call(plan, kernel, name, grid, in_specs, out_specs, out_shape, scratch):
+    return pl.pallas_call(
+        kernel, out_shape=out_shape, grid=grid, in_specs=in_specs, out_specs=out_specs,
+        scratch_shapes=scratch,
+        compiler_params=pltpu.CompilerParams(
+            dimension_semantics=("parallel",) * 4 + ("arbitrary",)),
+        interpret=plan.interpret, name=name)
+
+
+def _bhld(x):  # [B, L, H, D] -> [B, H, L, D]
+    return jnp.transpose(x, (0, 2, 1, 3))
+
+
+def _from_parts(x):  # partials [S, B, H, L, D] -> [S, B, L, H, D]
+    return jnp.transpose(x, (0, 1, 3, 2, 4))
+
+
+def _specs(plan, lq_blocks, lk_blocks, per, outer_is_q):
+    """Block specs for grid (b, h, outer, split, step). The streamed block index is
+    split * per + step, clamped (the last split may be short; its extra steps are skipped)."""
+    inner = lambda s, t, n: jnp.minimum(s * per + t, n - 1)
+    if outer_is_q:
+        qi = lambda o, s, t: o
+        ki = lambda o, s, t: inner(s, t, lk_blocks)
+    else:
+        qi = lambda o, s, t: inner(s, t, lq_blocks)
+        ki = lambda o, s, t: o
+    d, bq, bk = plan.head_dim, plan.block_q, plan.block_k
+    return dict(
+        q=pl.BlockSpec((None, None, bq, d), lambda b, h, o, s, t: (b, h, qi(o, s, t), 0)),
+        k=pl.BlockSpec((None, None, bk, d), lambda b, h, o, s, t: (b, h, ki(o, s, t), 0)),
+        mask=pl.BlockSpec((None, 1, bk), lambda b, h, o, s, t: (b, 0, ki(o, s, t))),
+        stats=pl.BlockSpec((None, None, bq, 1), lambda b, h, o, s, t: (b, h, qi(o, s, t), 0)),
+        seed=pl.BlockSpec(memory_space=pltpu.SMEM),
+    )
+
+
+def _part_spec(blk, d):  # output partials [S, B, H, L, D] (or [.., L, 1]) for grid (b, h, o, s, t)
+    return pl.BlockSpec((None, None, None, blk, d), lambda b, h, o, s, t: (s, b, h, o, 0))
+
+
+def _prepare(q, k, v, mask, *rest):
+    return (_bhld(q), _bhld(k), _bhld(v), mask[:, None, :], *rest)
+
+
+# ------------------------------------------------------------------------------- forward
+
+def _fwd_kernel(seed_ref, q_ref, k_ref, v_ref, mask_ref, o_ref, lse_ref, m_sc, l_sc, acc_sc, *,
+                plan, nkb, per):
+    b, h, i, s, t = (pl.program_id(a) for a in range(5))
+    j = s * per + t
+    shape = (plan.block_q, plan.block_k)
+
+    @pl.when(t == 0)
+    def _init():
+        m_sc[...] = jnp.full(m_sc.shape, common.NEG, jnp.float32)
+        l_sc[...] = jnp.zeros(l_sc.shape, jnp.float32)
+        acc_sc[...] = jnp.zeros(acc_sc.shape, jnp.float32)
+
+    @pl.when(j < nkb)
+    def _step():
+        ok = common.key_ok(mask_ref[...], shape)
+        sc = common.scores(q_ref[...], k_ref[...], ok, plan.scale)
+        keep = common.keep_mask(plan, seed_ref[0], b, h, i * plan.block_q, j * plan.block_k, shape)
+        m, l, acc = common.online_softmax_step(m_sc[...], l_sc[...], acc_sc[...], sc, ok,
+                                               v_ref[...], keep)
+        m_sc[...], l_sc[...], acc_sc[...] = m, l, acc
+
+    @pl.when(t == per - 1)
+    def _done():
+        out, lse = common.finish_softmax(plan, m_sc[...], l_sc[...], acc_sc[...])
+        o_ref[...] = out.astype(o_ref.dtype)
+        lse_ref[...] = lse
+
+
+def fwd(plan, q, k, v, mask, seed):
+    (b, lq, h, d), lk = q.shape, k.shape[1]
+    bq, bk = plan.block_q, plan.block_k
+    nqb, nkb = lq // bq, lk // bk
+    ns, per = common.split(nkb, plan.k_splits)
+    sp = _specs(plan, nqb, nkb, per, outer_is_q=True)
+    o_dtype = q.dtype if ns == 1 else jnp.float32  # partials stay float32 for the combine
+    o, lse = _call(
+        plan, functools.partial(_fwd_kernel, plan=plan, nkb=nkb, per=per), "luna_attn_fwd",
+        (b, h, nqb, ns, per),
+        [sp["seed"], sp["q"], sp["k"], sp["k"], sp["mask"]],
+        [_part_spec(bq, d), _part_spec(bq, 1)],
+        [jax.ShapeDtypeStruct((ns, b, h, lq, d), o_dtype),
+         jax.ShapeDtypeStruct((ns, b, h, lq, 1), jnp.float32)],
+        [pltpu.VMEM((bq, 1), jnp.float32), pltpu.VMEM((bq, 1), jnp.float32),
+         pltpu.VMEM((bq, d), jnp.float32)],
+    )(seed, *_prepare(q, k, v, mask))
+    return _from_parts(o), lse
+
+
+# ------------------------------------------------------------------------------ backward
+
+def _dq_kernel(seed_ref, q_ref, k_ref, v_ref, mask_ref, do_ref, lse_ref, delta_ref, dq_ref,
+               dq_sc, *, plan, nkb, per):
+    b, h, i, s, t = (pl.program_id(a) for a in range(5))
+    j = s * per + t
+    shape = (plan.block_q, plan.block_k)
+
+    @pl.when(t == 0)
+    def _init():
+        dq_sc[...] = jnp.zeros(dq_sc.shape, jnp.float32)
+
+    @pl.when(j < nkb)
+    def _step():
+        k = k_ref[...]
+        ok = common.key_ok(mask_ref[...], shape)
+        sc = common.scores(q_ref[...], k, ok, plan.scale)
+        keep = common.keep_mask(plan, seed_ref[0], b, h, i * plan.block_q, j * plan.block_k, shape)
+        _, ds = common.backward_tile(plan, sc, ok, lse_ref[...], v_ref[...], do_ref[...],
+                                     delta_ref[...], keep)
+        dq_sc[...] += common.dot(ds, k)
+
+    @pl.when(t == per - 1)
+    def _done():
+        dq_ref[...] = (dq_sc[...] * plan.scale).astype(dq_ref.dtype)
+
+
+def dq(plan, q, k, v, mask, seed, do, lse, delta):
+    (b, lq, h, d), lk = q.shape, k.shape[1]
+    bq, bk = plan.block_q, plan.block_k
+    nqb, nkb = lq // bq, lk // bk
+    ns, per = common.split(nkb, plan.k_splits)
+    sp = _specs(plan, nqb, nkb, per, outer_is_q=True)
+    out = _call(
+        plan, functools.partial(_dq_kernel, plan=plan, nkb=nkb, per=per), "luna_attn_dq",
+        (b, h, nqb, ns, per),
+        [sp["seed"], sp["q"], sp["k"], sp["k"], sp["mask"], sp["q"], sp["stats"], sp["stats"]],
+        _part_spec(bq, d),
+        jax.ShapeDtypeStruct((ns, b, h, lq, d), q.dtype if ns == 1 else jnp.float32),
+        [pltpu.VMEM((bq, d), jnp.float32)],
+    )(seed, *_prepare(q, k, v, mask, _bhld(do), lse, delta))
+    return _from_parts(out)
+
+
+def _dkdv_kernel(seed_ref, q_ref, k_ref, v_ref, mask_ref, do_ref, lse_ref, delta_ref, dk_ref,
+                 dv_ref, dk_sc, dv_sc, *, plan, nqb, per):
+    b, h, j, s, t = (pl.program_id(a) for a in range(5))
+    i = s * per + t
+    shape = (plan.block_q, plan.block_k)
+
+    @pl.when(t == 0)
+    def _init():
+        dk_sc[...] = jnp.zeros(dk_sc.shape, jnp.float32)
+        dv_sc[...] = jnp.zeros(dv_sc.shape, jnp.float32)
+
+    @pl.when(i < nqb)
+    def _step():
+        q, do = q_ref[...], do_ref[...]
+        ok = common.key_ok(mask_ref[...], shape)
+        sc = common.scores(q, k_ref[...], ok, plan.scale)
+        keep = common.keep_mask(plan, seed_ref[0], b, h, i * plan.block_q, j * plan.block_k, shape)
+        pd, ds = common.backward_tile(plan, sc, ok, lse_ref[...], v_ref[...], do, delta_ref[...],
+                                      keep)
+        dk_sc[...] += common.dot(ds.T, q)
+        dv_sc[...] += common.dot(pd.T, do)
+
+    @pl.when(t == per - 1)
+    def _done():
+        dk_ref[...] = (dk_sc[...] * plan.scale).astype(dk_ref.dtype)
+        dv_ref[...] = dv_sc[...].astype(dv_ref.dtype)
+
+
+def dkdv(plan, q, k, v, mask, seed, do, lse, delta):
+    (b, lq, h, d), lk = q.shape, k.shape[1]
+    bq, bk = plan.block_q, plan.block_k
+    nqb, nkb = lq // bq, lk // bk
+    ns, per = common.split(nqb, plan.q_splits)
+    sp = _specs(plan, nqb, nkb, per, outer_is_q=False)
+    part = jax.ShapeDtypeStruct((ns, b, h, lk, d), k.dtype if ns == 1 else jnp.float32)
+    dk, dv = _call(
+        plan, functools.partial(_dkdv_kernel, plan=plan, nqb=nqb, per=per), "luna_attn_dkdv",
+        (b, h, nkb, ns, per),
+        [sp["seed"], sp["q"], sp["k"], sp["k"], sp["mask"], sp["q"], sp["stats"], sp["stats"]],
+        [_part_spec(bk, d), _part_spec(bk, d)], [part, part],
+        [pltpu.VMEM((bk, d), jnp.float32), pltpu.VMEM((bk, d), jnp.float32)],
+    )(seed, *_prepare(q, k, v, mask, _bhld(do), lse, delta))
+    return _from_parts(dk), _from_parts(dv)
+
+
+_backend = sys.modules[__name__]  # _pallas_common calls make_plan, fwd, dq, dkdv from here

@@ -1,0 +1,489 @@
+"""Run a sweep of training runs one after another, or print their launch commands.
+
+A sweep file (e.g. configs/sweeps/lra_table.py) defines `get_sweep()`, returning a list of runs:
+
+    {"config": "configs/listops.py:luna256",            # config file:variant, as for train.py
+     "overrides": {"optim.learning_rate": 1e-4, "seed": 1},   # config field -> value
+     "name": "listops-luna256-lr0.0001-seed1"}          # unique, filesystem-safe
+
+`grid()` builds such lists as a product over any fields, so sweep files stay short.
+
+    python -m luna_lra.sweep --sweep configs/sweeps/lra_table.py --root runs/lra
+        [--only SUBSTRING ...] [--dry-run] [--print-commands {tpu,gpu}]
+
+Each run is `python -m luna_lra.train --config ... --workdir ROOT/<name> --config.a.b=value ...`
+started as a subprocess (a crash in one run does not stop the sweep) with its output streamed
+here and copied to ROOT/<name>/train.log. A run whose ROOT/<name>/result.json exists, is valid
+and was made with the same config is skipped; any other run is (re)started, and the trainer
+resumes it from its last checkpoint. The exit status is non-zero if any run failed.
+
+Config paths, and relative paths in the configs (data_dir, results_dir), are relative to the
+directory the sweep is started from, as for train.py: start it from the repository root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import importlib.util
+import itertools
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from typing import Any, Iterable, Mapping, Sequence
+
+RUN_KEYS = ("config", "overrides", "name")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+
+# Short names of fields in run names; any other field uses its last dotted component.
+SHORT_NAMES = {
+    "optim.learning_rate": "lr",
+    "optim.weight_decay": "wd",
+    "optim.warmup_steps": "warmup",
+    "train.num_steps": "steps",
+    "model.proj_len": "l",
+    "model.num_layers": "layers",
+    "model.dropout_rate": "drop",
+    "data.batch_size": "bs",
+    "data.max_length": "len",
+}
+
+# Config fields whose value does not change what a run computes: a result.json that differs
+# from the sweep's config only here still counts as finished.
+BOOKKEEPING_FIELDS = (
+    "data.data_dir", "data.eval_batch_size", "train.results_dir", "train.progress_bar",
+    "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "paper_accuracy",
+    "paper_source", "model.attention_impl",
+)
+
+
+class SweepError(ValueError):
+    """A bad sweep file or run; the message names the run."""
+
+
+# ----------------------------------------------------------------------------- building sweeps
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _name_part(field: str, value: Any, short_names: Mapping[str, str]) -> str:
+    if field in ("task", "variant", "config"):
+        if field == "config":  # "configs/listops.py:luna256" -> "listops-luna256"
+            path, _, variant = str(value).partition(":")
+            stem = os.path.splitext(os.path.basename(path))[0]
+            return f"{stem}-{variant}" if variant else stem
+        return str(value)
+    short = short_names.get(field, SHORT_NAMES.get(field, field.rsplit(".", 1)[-1]))
+    return f"{short}{_format_value(value)}"
+
+
+def safe_name(text: str) -> str:
+    """`text` with every character outside [A-Za-z0-9._+=-] replaced by '_'."""
+    return re.sub(r"[^A-Za-z0-9._+=-]", "_", text).lstrip("._-") or "run"
+
+
+def grid(axes: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any] | None = None, *,
+         prefix: str = "", config_dir: str = "configs",
+         short_names: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """One run per point of the product of `axes` (field -> list of values), in order.
+
+    Besides config fields ("optim.learning_rate", "seed", ...), an axis or a fixed value may be
+    `config` ("configs/listops.py:luna256"), or `task` and `variant`, which make the config
+    f"{config_dir}/{task}.py:{variant}". `fixed` overrides go into every run but not into the
+    name. The name joins the grid values in the order of `axes`, e.g.
+    grid({"task": ["listops"], "variant": ["luna16"], "optim.learning_rate": [1e-4],
+    "seed": [0, 1]}) -> names "listops-luna16-lr0.0001-seed0", "listops-luna16-lr0.0001-seed1".
+    """
+    fixed = dict(fixed or {})
+    short_names = dict(short_names or {})
+    for field, values in axes.items():
+        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+            raise SweepError(f"grid axis {field!r}: expected a list of values, got {values!r}")
+    fields = list(axes)
+    runs = []
+    for point in itertools.product(*(list(axes[f]) for f in fields)):
+        values = {**fixed, **dict(zip(fields, point))}
+        config = values.pop("config", None)
+        task, variant = values.pop("task", None), values.pop("variant", None)
+        if config is None:
+            if task is None or variant is None:
+                raise SweepError("grid: give `config`, or both `task` and `variant`, as an axis "
+                                 "or a fixed value")
+            config = f"{config_dir}/{task}.py:{variant}"
+        elif task is not None or variant is not None:
+            raise SweepError("grid: give either `config` or `task`/`variant`, not both")
+        parts = [_name_part(f, v, short_names) for f, v in zip(fields, point)]
+        if not any(f in ("config", "task", "variant") for f in fields):
+            parts.insert(0, _name_part("config", config, short_names))
+        name = safe_name("-".join(([prefix] if prefix else []) + parts))
+        runs.append({"config": config, "overrides": values, "name": name})
+    return runs
+
+
+# ----------------------------------------------------------------------------- loading, checking
+
+
+def _load_module(path: str, what: str):
+    spec = importlib.util.spec_from_file_location(f"_luna_lra_{what}_{abs(hash(path))}", path)
+    if spec is None or spec.loader is None:
+        raise SweepError(f"cannot load {what} file {path!r}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_CONFIG_MODULES: dict[str, Any] = {}
+
+
+def base_config(spec: str, run_name: str = ""):
+    """The ConfigDict `configs/x.py:variant` gives (before overrides)."""
+    who = f"run {run_name!r}: " if run_name else ""
+    path, _, variant = spec.partition(":")
+    if not path.endswith(".py") or not os.path.isfile(path):
+        raise SweepError(f"{who}unknown config path {path!r} (in {spec!r}; no such file from "
+                         f"{os.getcwd()}; expected configs/<task>.py:<variant>)")
+    key = os.path.abspath(path)
+    try:
+        if key not in _CONFIG_MODULES:
+            _CONFIG_MODULES[key] = _load_module(path, "config")
+        module = _CONFIG_MODULES[key]
+        return module.get_config(variant) if variant else module.get_config()
+    except ValueError as e:  # an unknown variant
+        raise SweepError(f"{who}{e}") from e
+    except Exception as e:  # noqa: BLE001 - a broken config file
+        raise SweepError(f"{who}config {spec!r} could not be loaded: "
+                         f"{type(e).__name__}: {e}") from e
+
+
+def apply_overrides(config, overrides: Mapping[str, Any], run_name: str = ""):
+    """Sets each `a.b.c` field of `config` (a ConfigDict) in place, refusing unknown fields and
+    values of the wrong type with the run's name."""
+    who = f"run {run_name!r}: " if run_name else ""
+    for field, value in overrides.items():
+        node, parts = config, field.split(".")
+        for i, part in enumerate(parts):
+            if not hasattr(node, "keys") or part not in node:
+                where = ".".join(parts[:i]) or "the top level"
+                known = sorted(node.keys()) if hasattr(node, "keys") else []
+                raise SweepError(f"{who}override {field!r}: the config has no field {part!r} "
+                                 f"under {where}; expected one of {known}")
+            if i < len(parts) - 1:
+                node = node[part]
+        if isinstance(value, (dict, list, tuple)) or value is None:
+            raise SweepError(f"{who}override {field}={value!r}: give a str, int, float or bool")
+        try:
+            node[parts[-1]] = value
+        except (TypeError, ValueError) as e:
+            raise SweepError(f"{who}override {field}={value!r}: {e}") from e
+    return config
+
+
+def check_runs(runs: Any, source: str = "the sweep", *, check_configs: bool = True) -> list[dict]:
+    """Validates a list of runs and returns it normalised (`overrides` defaults to {}).
+
+    Refused, naming the run: a run that is not a dict, unknown or missing keys, a config path
+    that does not exist (or a variant it refuses), an override of a field the config lacks or of
+    the wrong type, a name that is not filesystem-safe, and a name used twice.
+    `check_configs=False` skips loading the config files.
+    """
+    if not isinstance(runs, (list, tuple)):
+        raise SweepError(f"{source}: get_sweep() must return a list of runs, got "
+                         f"{type(runs).__name__}")
+    if not runs:
+        raise SweepError(f"{source}: get_sweep() returned no runs")
+    out, seen = [], {}
+    for i, run in enumerate(runs):
+        label = f"run #{i}"
+        if not isinstance(run, Mapping):
+            raise SweepError(f"{source}: {label} is a {type(run).__name__}, expected a dict with "
+                             f"keys {list(RUN_KEYS)}")
+        if isinstance(run.get("name"), str):
+            label = f"run #{i} {run['name']!r}"
+        unknown = sorted(set(run) - set(RUN_KEYS))
+        if unknown:
+            raise SweepError(f"{source}: {label}: unknown keys {unknown}; expected {list(RUN_KEYS)}")
+        for key in ("config", "name"):
+            if not isinstance(run.get(key), str) or not run.get(key):
+                raise SweepError(f"{source}: {label}: {key!r} must be a non-empty string, got "
+                                 f"{run.get(key)!r}")
+        name = run["name"]
+        if not SAFE_NAME.match(name) or name in (".", ".."):
+            raise SweepError(f"{source}: {label}: name {name!r} is not filesystem-safe (letters, "
+                             "digits and . _ + = -, not starting with . _ + = or -)")
+        if name in seen:
+            raise SweepError(f"{source}: {label}: duplicate name {name!r} (also run #{seen[name]})")
+        seen[name] = i
+        overrides = run.get("overrides") or {}
+        if not isinstance(overrides, Mapping) or not all(isinstance(k, str) for k in overrides):
+            raise SweepError(f"{source}: {label}: 'overrides' must be a dict of field -> value, "
+                             f"got {overrides!r}")
+        run = {"config": run["config"], "overrides": dict(overrides), "name": name}
+        if check_configs:
+            try:
+                apply_overrides(base_config(run["config"]), run["overrides"])
+            except SweepError as e:
+                raise SweepError(f"{source}: {label}: {e}") from e
+        out.append(run)
+    return out
+
+
+def load_sweep(path: str, *, check_configs: bool = True) -> list[dict]:
+    """The checked runs of a sweep file (see check_runs)."""
+    if not os.path.isfile(path):
+        raise SweepError(f"no sweep file {path!r}")
+    try:
+        module = _load_module(path, "sweep")
+        if not hasattr(module, "get_sweep"):
+            raise SweepError("defines no get_sweep()")
+        runs = module.get_sweep()
+    except Exception as e:  # noqa: BLE001 - name the file whatever went wrong
+        what = str(e) if isinstance(e, SweepError) else f"{type(e).__name__}: {e}"
+        raise SweepError(f"{path}: {what}") from e
+    return check_runs(runs, path, check_configs=check_configs)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cli_value(value: Any) -> str:
+    """A value as `--config.a.b=` expects it (ml_collections parses it by the field's type)."""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def train_argv(run: Mapping[str, Any], workdir: str, python: str = "python") -> list[str]:
+    argv = [python, "-m", "luna_lra.train", "--config", run["config"], "--workdir", workdir]
+    argv += [f"--config.{k}={cli_value(v)}" for k, v in run["overrides"].items()]
+    return argv
+
+
+TPU_NOTE = """\
+# TPU pod slice: every worker runs the same command (--worker=all). --distributed=on makes
+# each worker call jax.distributed.initialize(), which finds the other hosts of the slice by
+# itself, so jax.devices() lists every chip and the trainer shards the global batch over all
+# of them. Fill in TPU_NAME and ZONE (--tpu-name/--zone), clone the repo
+# and prepare the data on every worker. The workdirs must be on a file system all workers share
+# (checkpoints are written by every host; e.g. a gcsfuse or Filestore mount), given by --root.
+# Runs go one after another: start the next when the previous has finished."""
+
+GPU_NOTE = """\
+# Single GPU: run on the machine with the GPU, from the repository root (all local devices are
+# used; CUDA_VISIBLE_DEVICES=0 restricts a run to one)."""
+
+
+def launch_command(run: Mapping[str, Any], workdir: str, kind: str, *, tpu_name: str = "TPU_NAME",
+                   zone: str = "ZONE", repo_dir: str = "luna_lra") -> str:
+    inner = shlex.join(train_argv(run, workdir))
+    if kind == "gpu":
+        return inner
+    if kind == "tpu":
+        remote = f"cd {shlex.quote(repo_dir)} && {inner} --distributed=on"
+        return shlex.join(["gcloud", "compute", "tpus", "tpu-vm", "ssh", tpu_name, "--zone", zone,
+                           "--worker=all", "--command", remote])
+    raise SweepError(f"unknown launch kind {kind!r}; expected 'tpu' or 'gpu'")
+
+
+# ----------------------------------------------------------------------------- status of a run
+
+
+def run_status(run: Mapping[str, Any], workdir: str) -> tuple[str, str]:
+    """('finished' | 'resume' | 'new' | 'stale', why).
+
+    finished: result.json is valid and was made with the run's config (bookkeeping fields such
+    as data.data_dir aside). resume: no valid result.json yet, or one made with fewer
+    train.num_steps / other train.* fields only (the trainer continues from the checkpoint).
+    stale: a valid result.json made with another seed/data/model/optim config, or more steps:
+    refused (rerunning would not give this run's result).
+    """
+    from luna_lra import report  # light: numpy only
+
+    path = os.path.join(workdir, "result.json")
+    if os.path.isfile(path):
+        try:
+            result = report.load_result(path)
+        except report.BadResultError as e:
+            return "resume", f"result.json is not valid ({e}); running it again"
+        diffs = config_differences(result["config"], expected_config(run))
+        if not diffs:
+            return "finished", f"{path}: test accuracy {100 * result['test_accuracy']:.2f}%"
+        have = _flatten(result["config"]).get("train.num_steps", 0)
+        want = _flatten(expected_config(run)).get("train.num_steps", 0)
+        if all(d.startswith("train.") for d in diffs) and want >= have:
+            # More steps (or another eval schedule): the trainer continues from the checkpoint.
+            return "resume", f"continuing ({'; '.join(diffs)})"
+        return "stale", (f"{path} was made with another config: " + "; ".join(diffs) +
+                         ". Use another --root, or remove that workdir to run it again.")
+    ckpt = os.path.join(workdir, "checkpoints")
+    if os.path.isdir(ckpt) and any(n.isdigit() for n in os.listdir(ckpt)):
+        steps = sorted(int(n) for n in os.listdir(ckpt) if n.isdigit())
+        return "resume", f"resuming from the checkpoint at step {steps[-1]}"
+    return "new", "starting"
+
+
+def expected_config(run: Mapping[str, Any]) -> dict:
+    config = apply_overrides(base_config(run["config"], run["name"]), run["overrides"], run["name"])
+    return json.loads(config.to_json())
+
+
+def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(have: Mapping, want: Mapping) -> list[str]:
+    a, b = _flatten(have), _flatten(want)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key in BOOKKEEPING_FIELDS:
+            continue
+        va, vb = a.get(key, "<missing>"), b.get(key, "<missing>")
+        if va != vb and not (isinstance(va, (int, float)) and isinstance(vb, (int, float))
+                             and float(va) == float(vb)):
+            diffs.append(f"{key}: result {va!r}, sweep {vb!r}")
+    return diffs
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _stream(cmd: list[str], log_path: str) -> int:
+    """Runs cmd, copying its stdout+stderr to our stdout and to log_path as it comes."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    with open(log_path, "ab") as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n".encode())
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
+        try:
+            while True:
+                chunk = proc.stdout.read(65536)
+                if not chunk:
+                    break
+                log.write(chunk)
+                log.flush()
+                sys.stdout.write(decoder.decode(chunk))
+                sys.stdout.flush()
+            sys.stdout.write(decoder.decode(b"", final=True))
+            return proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            proc.stdout.close()
+
+
+def _say(msg: str) -> None:
+    print(f"[sweep] {msg}", flush=True)
+
+
+def run_sweep(runs: Sequence[Mapping[str, Any]], root: str, *, dry_run: bool = False,
+              python: str = sys.executable) -> dict[str, list[str]]:
+    """Runs each run in turn; returns the names by outcome: {'finished', 'skipped' (finished
+    before), 'failed', 'would_run' (dry run)}."""
+    root = os.path.abspath(root)
+    outcome: dict[str, list[str]] = {"finished": [], "skipped": [], "failed": [], "would_run": []}
+    for i, run in enumerate(runs, 1):
+        workdir = os.path.join(root, run["name"])
+        head = f"run {i}/{len(runs)} {run['name']}"
+        try:
+            status, why = run_status(run, workdir)
+        except SweepError as e:
+            status, why = "stale", str(e)
+        cmd = train_argv(run, workdir, python)
+        if status == "finished":
+            _say(f"{head}: finished, skipped ({why})")
+            outcome["skipped"].append(run["name"])
+            continue
+        if status == "stale":
+            _say(f"{head}: FAILED: {why}")
+            outcome["failed"].append(run["name"])
+            continue
+        if dry_run:
+            _say(f"{head}: would run ({why}): {shlex.join(cmd)}")
+            outcome["would_run"].append(run["name"])
+            continue
+        _say(f"{head}: {why}: {shlex.join(cmd)}")
+        os.makedirs(workdir, exist_ok=True)
+        t0 = time.time()
+        try:
+            rc = _stream(cmd, os.path.join(workdir, "train.log"))
+        except OSError as e:
+            _say(f"{head}: FAILED to start: {e}")
+            outcome["failed"].append(run["name"])
+            continue
+        elapsed = time.time() - t0
+        status, why = run_status(run, workdir) if rc == 0 else ("failed", "")
+        if rc == 0 and status == "finished":
+            _say(f"{head}: done in {elapsed:.0f} s ({why})")
+            outcome["finished"].append(run["name"])
+        else:
+            detail = f"exit status {rc}" if rc else f"exit status 0 but {why}"
+            _say(f"{head}: FAILED after {elapsed:.0f} s ({detail}); log: "
+                 f"{os.path.join(workdir, 'train.log')}; continuing")
+            outcome["failed"].append(run["name"])
+    return outcome
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m luna_lra.sweep", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sweep", required=True, help="sweep file defining get_sweep()")
+    parser.add_argument("--root", required=True, help="runs go to ROOT/<name>")
+    parser.add_argument("--only", action="append", default=[], metavar="SUBSTRING",
+                        help="only runs whose name contains SUBSTRING (repeatable: any of them)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="say what would run or be skipped, run nothing")
+    parser.add_argument("--print-commands", choices=("tpu", "gpu"),
+                        help="print one launch command per run (for a TPU pod slice or one GPU) "
+                             "and exit")
+    parser.add_argument("--tpu-name", default="TPU_NAME", help="for --print-commands tpu")
+    parser.add_argument("--zone", default="ZONE", help="for --print-commands tpu")
+    parser.add_argument("--repo-dir", default="luna_lra",
+                        help="the repository's directory on the TPU workers (--print-commands tpu)")
+    args = parser.parse_args(argv)
+
+    try:
+        # Names and structure of every run; configs of the selected runs only.
+        runs = load_sweep(args.sweep, check_configs=False)
+        if args.only:
+            runs = [r for r in runs if any(s in r["name"] for s in args.only)]
+            if not runs:
+                raise SweepError(f"no run of {args.sweep} has a name containing any of "
+                                 f"{args.only}")
+        check_runs(runs, args.sweep)
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    if args.print_commands:
+        print(TPU_NOTE if args.print_commands == "tpu" else GPU_NOTE)
+        for run in runs:
+            print(launch_command(run, os.path.join(args.root, run["name"]), args.print_commands,
+                                 tpu_name=args.tpu_name, zone=args.zone, repo_dir=args.repo_dir))
+        return 0
+
+    _say(f"{len(runs)} run(s) from {args.sweep} under {os.path.abspath(args.root)}"
+         + (" (dry run)" if args.dry_run else ""))
+    outcome = run_sweep(runs, args.root, dry_run=args.dry_run)
+    _say((f"would run {len(outcome['would_run'])}, " if args.dry_run else "")
+         + f"finished {len(outcome['finished'])}, skipped (already finished) "
+         f"{len(outcome['skipped'])}, failed {len(outcome['failed'])}"
+         + (f": {', '.join(outcome['failed'])}" if outcome["failed"] else ""))
+    return 1 if outcome["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

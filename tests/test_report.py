@@ -1,0 +1,294 @@
+"""The LRA table (python -m luna_lra.report): cells, seed statistics, averages, published figures,
+reduced marks, provenance, malformed files and the curves PNG. Results are written by hand."""
+
+import json
+import os
+import textwrap
+
+import numpy as np
+import pytest
+
+from luna_lra import report
+
+# A hermetic "recipe" config file: the defaults the reduced rule compares against.
+RECIPE = textwrap.dedent("""
+    import ml_collections
+
+    def get_config(variant="luna256"):
+        c = ml_collections.ConfigDict()
+        c.variant = variant
+        c.train = ml_collections.ConfigDict({"num_steps": 5000})
+        c.data = ml_collections.ConfigDict({"max_length": 2000})
+        if variant == "tiny":
+            c.train.num_steps, c.data.max_length = 3000, 128
+        return c
+""")
+
+
+@pytest.fixture
+def recipe(tmp_path):
+    path = tmp_path / "recipe_cfg.py"
+    path.write_text(RECIPE)
+    return str(path)
+
+
+def make_run(root, name, *, recipe, task="listops", model="luna", variant="luna256", seed=0,
+             test=0.38, val=0.40, num_steps=5000, max_length=2000, proj_len=None,
+             resolution=None, lr=1e-4, metrics=True, **extra):
+    workdir = root / name
+    workdir.mkdir(parents=True)
+    if proj_len is None:
+        proj_len = int(variant[4:]) if variant.startswith("luna") else (16 if variant == "tiny"
+                                                                          else 256)
+    data = {"task": task, "max_length": max_length, "data_dir": f"/data/{name}"}
+    if resolution is not None:
+        data["resolution"] = resolution
+    config = {"seed": seed, "variant": variant, "data": data,
+              "model": {"name": model, "proj_len": proj_len},
+              "optim": {"learning_rate": lr}, "train": {"num_steps": num_steps}}
+    result = {
+        "task": task, "variant": variant, "model": model, "test_accuracy": test,
+        "val_accuracy": val, "step": num_steps // 2, "num_steps": num_steps,
+        "devices": 8, "commit": "abc1234", "machine": "8 x TPU v4 (tpu)",
+        "command": f"python -m luna_lra.train --config {recipe}:{variant} --workdir {workdir}",
+        "config": config, **extra,
+    }
+    (workdir / "result.json").write_text(json.dumps(result))
+    if metrics:
+        lines = []
+        for step in (10, 20, 30):
+            lines.append({"step": step, "split": "train", "loss": 2.0 / step, "accuracy": 0.1})
+            lines.append({"step": step, "split": "val", "loss": 2.0 / step, "accuracy": step / 100})
+        (workdir / "metrics.jsonl").write_text("\n".join(json.dumps(l) for l in lines) + "\n")
+    return workdir
+
+
+def _table(root):
+    results, skipped = report.collect_results(str(root))
+    assert not skipped
+    table = report.build_lra_table(results, str(root))
+    return table, {row["model"]: row for row in table["rows"]}
+
+
+TASKS = [("listops", None), ("text", None), ("retrieval", None), ("image", None),
+         ("pathfinder", 32)]
+
+
+def full_grid(root, recipe):
+    """Luna-256 (3 seeds of ListOps, one of the rest, plus Path-X) and the Transformer."""
+    for seed, acc in zip((0, 1, 2), (0.37, 0.38, 0.40)):
+        make_run(root, f"listops-luna256-s{seed}", recipe=recipe, seed=seed, test=acc)
+    for i, (task, res) in enumerate(TASKS[1:]):
+        make_run(root, f"{task}-luna256", recipe=recipe, task=task, resolution=res,
+                 test=0.60 + i / 100)
+    make_run(root, "pathx-luna256", recipe=recipe, task="pathfinder", resolution=128, test=0.5)
+    for i, (task, res) in enumerate(TASKS):
+        make_run(root, f"{task}-transformer", recipe=recipe, task=task, resolution=res,
+                 model="transformer", variant="transformer", test=0.50 + i / 100)
+
+
+def test_cells_seed_statistics_averages_and_published_figures(tmp_path, recipe):
+    full_grid(tmp_path / "runs", recipe)
+    table, rows = _table(tmp_path / "runs")
+    assert [r["model"] for r in table["rows"]] == ["Transformer", "Luna-256"]
+    assert table["columns"][:6] == ["ListOps", "Text", "Retrieval", "Image", "Pathfinder",
+                                    "Path-X"]
+    cell = rows["Luna-256"]["cells"]["ListOps"]
+    assert cell["n"] == 3 and cell["seeds"] == [0, 1, 2]
+    assert cell["mean"] == pytest.approx(np.mean([37, 38, 40]))
+    assert cell["std"] == pytest.approx(np.std([37, 38, 40], ddof=1))
+    assert cell["published"] == 37.98 and not cell["reduced"]
+    # provenance of the cell
+    assert cell["steps"] == [5000] and cell["devices"] == [8] and cell["commits"] == ["abc1234"]
+    assert cell["machines"] == ["8 x TPU v4 (tpu)"] and cell["config"]["seed"] == 0
+    assert len(cell["runs"]) == 3 and cell["runs"][0]["path"].endswith("result.json")
+    # one seed: no std
+    assert rows["Luna-256"]["cells"]["Text"]["n"] == 1
+    assert rows["Luna-256"]["cells"]["Text"]["std"] is None
+    # Path-X from data.resolution = 128; Pathfinder from 32
+    assert rows["Luna-256"]["cells"]["Path-X"]["mean"] == pytest.approx(50.0)
+    assert rows["Luna-256"]["cells"]["Pathfinder"]["mean"] == pytest.approx(63.0)
+    # averages: the mean of the five standard cells (Path-X excluded), published beside
+    luna_means = [np.mean([37, 38, 40]), 60, 61, 62, 63]
+    assert rows["Luna-256"]["average"]["mean"] == pytest.approx(np.mean(luna_means))
+    assert rows["Luna-256"]["average"]["published"] == 61.95
+    assert rows["Transformer"]["average"]["mean"] == pytest.approx(52.0)
+    assert rows["Transformer"]["average"]["published"] == 54.39
+    assert rows["Transformer"]["cells"]["Path-X"] == {"mean": None, "n": 0, "published": "FAIL"}
+    published_t = {c: rows["Transformer"]["cells"][c]["published"] for c in report.STANDARD_TASKS}
+    assert published_t == {"ListOps": 36.37, "Text": 64.27, "Retrieval": 57.46, "Image": 42.44,
+                           "Pathfinder": 71.40}
+
+    md = report.render_lra_table(table)
+    assert "| Luna-256 | 38.33 ± 1.53 (n=3) · paper 37.98 | 60.00 (n=1) · paper 65.78 |" in md
+    assert "— · paper FAIL" in md
+    assert f"{np.mean(luna_means):.2f} · paper 61.95 |" in md
+    assert "52.00 · paper 54.39 |" in md
+    assert "†" not in md.split("## Where")[0].split("- Cells")[0]  # nothing reduced
+    assert "| Luna-256 | ListOps | 3 | 0, 1, 2 | 5000 | 2500, 2500, 2500 | 8 | abc1234 |" in md
+
+
+def test_average_only_with_all_five_tasks_and_no_invented_figures(tmp_path, recipe):
+    root = tmp_path / "runs"
+    for task, res in TASKS[:4]:
+        make_run(root, f"{task}-luna128", recipe=recipe, task=task, variant="luna128")
+    make_run(root, "listops-luna16", recipe=recipe, variant="luna16", test=0.3)
+    table, rows = _table(root)
+    assert [r["model"] for r in table["rows"]] == ["Luna-16", "Luna-128"]
+    avg = rows["Luna-128"]["average"]
+    assert avg["mean"] is None and not avg["complete"] and avg["missing"] == ["Pathfinder"]
+    assert any("Luna-128: no average (4/5" in n for n in table["notes"])
+    for row in rows.values():
+        assert all(c["published"] is None for c in row["cells"].values())
+        assert row["average"]["published"] is None
+    md = report.render_lra_table(table)
+    luna128 = next(l for l in md.splitlines() if l.startswith("| Luna-128 |"))
+    assert "— (4/5 tasks)" in luna128 and "paper" not in luna128
+
+
+def test_reduced_runs_are_marked(tmp_path, recipe):
+    root = tmp_path / "runs"
+    make_run(root, "tiny-s0", recipe=recipe, variant="tiny", seed=0, num_steps=3000,
+             max_length=128, test=0.3)
+    make_run(root, "tiny-s1", recipe=recipe, variant="tiny", seed=1, num_steps=3000,
+             max_length=128, test=0.5)
+    make_run(root, "short-luna256", recipe=recipe, task="text", num_steps=1000, test=0.55)
+    make_run(root, "full-luna256", recipe=recipe, test=0.38)
+    make_run(root, "short-len", recipe=recipe, task="image", max_length=512, test=0.4)
+    table, rows = _table(root)
+    tiny = rows["Luna-16 · tiny"]
+    assert tiny["reduced"] and tiny["cells"]["ListOps"]["reduced"]
+    assert tiny["cells"]["ListOps"]["mean"] == pytest.approx(40.0)
+    assert any("variant tiny" in r for r in tiny["cells"]["ListOps"]["reduced_reasons"])
+    luna = rows["Luna-256"]["cells"]
+    assert not luna["ListOps"]["reduced"]
+    assert luna["Text"]["reduced"]
+    assert luna["Text"]["reduced_reasons"] == [
+        f"train.num_steps 1000 < 5000 ({recipe}:luna256 default)"]
+    assert luna["Image"]["reduced"] and "data.max_length 512 < 2000" in \
+        luna["Image"]["reduced_reasons"][0]
+    md = report.render_lra_table(table)
+    assert "| Luna-16 · tiny (reduced) | 40.00 ± 14.14 (n=2) † |" in md
+    assert "| Luna-256 | 38.00 (n=1) · paper 37.98 | 55.00 (n=1) † · paper 65.78 |" in md
+    assert "† marks a reduced configuration" in md
+
+
+def test_a_full_run_beats_a_reduced_one_and_val_picks_among_configs(tmp_path, recipe):
+    root = tmp_path / "runs"
+    make_run(root, "reduced", recipe=recipe, num_steps=100, test=0.9, val=0.9)
+    make_run(root, "lr1e-4", recipe=recipe, lr=1e-4, test=0.30, val=0.31)
+    make_run(root, "lr5e-4-s0", recipe=recipe, lr=5e-4, test=0.36, val=0.40, seed=0)
+    make_run(root, "lr5e-4-s1", recipe=recipe, lr=5e-4, test=0.38, val=0.42, seed=1)
+    table, rows = _table(root)
+    cell = rows["Luna-256"]["cells"]["ListOps"]
+    assert cell["n"] == 2 and cell["mean"] == pytest.approx(37.0) and not cell["reduced"]
+    assert cell["config"]["optim"]["learning_rate"] == 5e-4
+    assert "optim.learning_rate=0.0005" in cell["changed_from_config_file"]
+    assert "`optim.learning_rate=0.0005`" in report.render_lra_table(table)
+    assert len(cell["other_configs"]) == 2
+    assert any("optim.learning_rate" in d for o in cell["other_configs"]
+               for d in o["differences"])
+    assert any("3 configurations" in n for n in table["notes"])
+
+
+def test_cli_writes_markdown_json_and_png(tmp_path, recipe, capsys):
+    full_grid(tmp_path / "runs", recipe)
+    make_run(tmp_path / "runs", "nested/deeper/tiny", recipe=recipe, variant="tiny",
+             num_steps=3000, max_length=128)
+    out = tmp_path / "results"
+    assert report.main(["--root", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    md = (out / "lra_table.md").read_text()
+    assert "| Luna-16 · tiny (reduced) |" in md  # found recursively
+    data = json.loads((out / "lra_table.json").read_text())
+    assert data["num_results"] == 14 and "reduced_rule" in data
+    assert [r["model"] for r in data["rows"]] == ["Transformer", "Luna-256", "Luna-16 · tiny"]
+    png = (out / "lra_curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, what", [
+    ("{not json", "not valid JSON"),
+    (json.dumps({"task": "listops", "model": "luna", "config": {}}),
+     "missing required key(s) ['test_accuracy']"),
+    (json.dumps({"task": "listops", "model": "luna", "test_accuracy": "0.5", "config": {}}),
+     "'test_accuracy' must be a number in [0, 1]"),
+    (json.dumps({"task": "listops", "model": "luna", "test_accuracy": 0.5, "config": []}),
+     "'config' must be an object"),
+    (json.dumps([1, 2]), "expected a JSON object"),
+])
+def test_malformed_result_is_refused_naming_the_file(tmp_path, recipe, capsys, content, what):
+    make_run(tmp_path / "runs", "good", recipe=recipe)
+    bad = tmp_path / "runs" / "bad" / "result.json"
+    bad.parent.mkdir()
+    bad.write_text(content)
+    out = tmp_path / "results"
+    assert report.main(["--root", str(tmp_path / "runs"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: " in err and what in err and "--skip-bad" in err
+    assert not (out / "lra_table.md").exists()
+
+    assert report.main(["--root", str(tmp_path / "runs"), "--out", str(out), "--skip-bad"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: skipped malformed result.json" in err and str(bad) in err
+    md = (out / "lra_table.md").read_text()
+    assert "Skipped 1 malformed result.json" in md and str(bad) in md
+    assert json.loads((out / "lra_table.json").read_text())["num_results"] == 1
+
+
+def test_every_malformed_file_is_listed_and_no_results_is_an_error(tmp_path, capsys):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text("[]")
+    with pytest.raises(report.BadResultError) as e:
+        report.collect_results(str(tmp_path))
+    assert str(tmp_path / "a" / "result.json") in str(e.value)
+    assert str(tmp_path / "b" / "result.json") in str(e.value)
+    assert report.main(["--root", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 1
+    assert "no such directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert report.main(["--root", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 1
+    assert "no valid result.json" in capsys.readouterr().err
+
+
+def test_curves_survive_missing_and_broken_metrics(tmp_path, recipe):
+    make_run(tmp_path / "runs", "a", recipe=recipe, metrics=False)
+    b = make_run(tmp_path / "runs", "b", recipe=recipe, task="text")
+    with open(b / "metrics.jsonl", "a") as f:
+        f.write("{broken\n")
+    results, _ = report.collect_results(str(tmp_path / "runs"))
+    warns = report.plot_curves(results, str(tmp_path / "c.png"), str(tmp_path / "runs"))
+    assert any("metrics.jsonl: missing" in w for w in warns)
+    assert any("skipped 1 unreadable line" in w for w in warns)
+    assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_rows_and_columns_from_result_fields():
+    def res(task, model_name, variant, **cfg):
+        return {"task": task, "model": model_name, "variant": variant, "config": cfg}
+
+    assert report.task_column(res("pathfinder", "luna", "luna16", data={"resolution": 128})) \
+        == "Path-X"
+    assert report.task_column(res("pathfinder", "luna", "luna16", data={})) == "Pathfinder"
+    assert report.task_column(res("pathfinder", "luna", "luna16", data={"max_length": 16384})) \
+        == "Path-X"
+    assert report.task_column(res("pathfinder", "luna", "luna16", data={"resolution": 32})) \
+        == "Pathfinder"
+    assert report.task_column(res("retrieval", "luna", "luna16")) == "Retrieval"
+    assert report.row_key(res("text", "luna", "luna128", model={"proj_len": 128})) == "Luna-128"
+    assert report.row_key(res("text", "luna", "luna256", model={"proj_len": 64})) == "Luna-64"
+    assert report.row_key(res("text", "transformer", "transformer")) == "Transformer"
+    assert report.row_key(res("text", "luna", "tiny", model={"proj_len": 16})) == "Luna-16 · tiny"
+
+
+def test_per_run_table_functions_still_work(tmp_path):
+    result = {"task": "listops", "variant": "tiny", "model": "luna", "test_accuracy": 0.5,
+              "val_accuracy": 0.6, "step": 10, "num_steps": 20,
+              "majority_baseline_test_accuracy": 0.17, "paper_accuracy": None,
+              "paper_source": "", "machine": "cpu", "jax_version": "x", "commit": "c",
+              "command": "cmd", "wall_seconds": 1.0, "compile_seconds": 0.5, "num_params": 10,
+              "config": {}}
+    assert "(reduced)" in report.run_table(result)
+    path = report.write_run_table(result, str(tmp_path))
+    assert os.path.exists(path) and os.path.exists(tmp_path / "listops_tiny.json")
+    assert report.majority_baseline([1, 1, 2], [1, 2]) == 0.5
