@@ -395,7 +395,7 @@ def test_missing_directory_and_files(tmp_path):
         task.load_splits(types.SimpleNamespace(max_length=10))
 
 
-def test_prepare_if_missing(tmp_path, capsys):
+def test_prepare_if_missing(tmp_path, caplog):
     folder = tmp_path / "gen"
     off = cfg(folder, generate_if_missing=False)
     assert task.prepare_if_missing(off) is False and not folder.exists()
@@ -403,8 +403,9 @@ def test_prepare_if_missing(tmp_path, capsys):
              generate_num_test=6, generate_min_length=10, generate_max_length=50,
              generate_max_depth=5, generate_max_args=5, generate_seed=1,
              generate_show_progress=False)
-    assert task.prepare_if_missing(on) is True
-    assert "generating" in capsys.readouterr().err
+    with caplog.at_level("WARNING", logger="luna_lra.data.listops"):
+        assert task.prepare_if_missing(on) is True
+    assert "generating synthetic ListOps" in caplog.text
     splits = task.load_splits(on)
     assert [len(splits[s]["targets"]) for s in ("train", "val", "test")] == [30, 4, 6]
     before = (folder / "basic_train.tsv").read_bytes()

@@ -82,27 +82,27 @@ def _latest_checkpoint(workdir):
     return max(steps, default=0)
 
 
-def test_sigkill_three_times_then_resume_matches_uninterrupted(data_dir, reference, tmp_path):
-    rng = random.Random(0)
+def test_sigkill_three_times_then_resume_matches_uninterrupted(data_dir, tmp_path):
+    steps = 60
+    reference = str(tmp_path / "uninterrupted")
+    _train(small_run_args(data_dir, reference, steps))
+    # Kill as soon as the run has checkpointed past each of three random steps: the kill lands
+    # in the following step, an evaluation or an asynchronous save, wherever the run is.
+    targets = sorted(random.Random(0).sample(range(2, steps - 6), 3))
     workdir = str(tmp_path / "killed")
-    kills = 0
-    while kills < 3:
-        before = _latest_checkpoint(workdir)
+    for target in targets:
         proc = subprocess.Popen([sys.executable, "-m", "luna_lra.train",
-                                 *small_run_args(data_dir, workdir)], cwd=REPO, env=_env(),
+                                 *small_run_args(data_dir, workdir, steps)], cwd=REPO, env=_env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
-        while _latest_checkpoint(workdir) <= before and proc.poll() is None:
+        while _latest_checkpoint(workdir) < target:
+            assert proc.poll() is None, "the run ended before it could be killed"
             assert time.time() < deadline, "no progress before the kill"
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 1.0))  # somewhere in a later step, maybe mid-save
-        if proc.poll() is not None:
-            break  # finished before we could kill it: the remaining kills have no step to hit
+            time.sleep(0.002)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        kills += 1
-    assert kills >= 2
-    _train(small_run_args(data_dir, workdir))
+        assert _latest_checkpoint(workdir) < steps
+    _train(small_run_args(data_dir, workdir, steps))
     ours, ref = _result(workdir), _result(reference)
     for key in ("test_accuracy", "val_accuracy", "step", "params_sha256"):
         assert ours[key] == ref[key], key
