@@ -73,6 +73,17 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def flatten_config(d, prefix: str = "") -> dict:
+    """{'model': {'emb_dim': 512}} -> {'model.emb_dim': 512} (nested dicts or ConfigDicts)."""
+    out = {}
+    for k, v in d.items():
+        if hasattr(v, "items"):
+            out.update(flatten_config(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def check_variant(variant: str, variants, config_file: str) -> None:
     if variant not in variants:
         raise ValueError(f"{config_file}: unknown variant {variant!r}; expected one of "

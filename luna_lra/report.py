@@ -34,6 +34,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from luna_lra.defaults import flatten_config
+
 
 def majority_baseline(train_targets, test_targets) -> float:
     """Test accuracy of always predicting the most frequent train label."""
@@ -303,16 +305,6 @@ def recipe_config(spec: str) -> dict | None:
     return recipe
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def reduced_reasons(result: dict) -> tuple[list[str], bool]:
     """(why this run is a reduced configuration (empty: it is not), whether the recipe was found)."""
     reasons = []
@@ -320,7 +312,7 @@ def reduced_reasons(result: dict) -> tuple[list[str], bool]:
         reasons.append("variant tiny (CPU demo: short sequences, small model)")
     recipe = recipe_config(config_spec(result))
     if recipe is not None:
-        have, want = _flatten(result["config"]), _flatten(recipe)
+        have, want = flatten_config(result["config"]), flatten_config(recipe)
         for field in ("train.num_steps", "data.max_length"):
             h, w = have.get(field), want.get(field)
             if _is_number(h) and _is_number(w) and h < w:
@@ -330,7 +322,7 @@ def reduced_reasons(result: dict) -> tuple[list[str], bool]:
 
 def _identity(result: dict) -> str:
     """Runs with the same identity are seeds of one configuration."""
-    flat = _flatten(result["config"])
+    flat = flatten_config(result["config"])
     return json.dumps({k: v for k, v in sorted(flat.items()) if k not in _BOOKKEEPING},
                       sort_keys=True, default=str)
 
@@ -341,13 +333,13 @@ def _changed_from_recipe(config: dict, spec: str) -> list[str] | None:
     recipe = recipe_config(spec)
     if recipe is None:
         return None
-    have, want = _flatten(config), _flatten(recipe)
+    have, want = flatten_config(config), flatten_config(recipe)
     return [f"{k}={have[k]!r}" for k in sorted(have)
             if k not in _BOOKKEEPING and have[k] != want.get(k, "<missing>")]
 
 
 def _differences(a: dict, b: dict) -> list[str]:
-    fa, fb = _flatten(a), _flatten(b)
+    fa, fb = flatten_config(a), flatten_config(b)
     return [f"{k}: {fa.get(k, '<missing>')!r} vs {fb.get(k, '<missing>')!r}"
             for k in sorted(set(fa) | set(fb))
             if k not in _BOOKKEEPING and fa.get(k, "<missing>") != fb.get(k, "<missing>")]

@@ -36,6 +36,8 @@ import sys
 import time
 from typing import Any, Iterable, Mapping, Sequence
 
+from luna_lra.defaults import flatten_config
+
 RUN_KEYS = ("config", "overrides", "name")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 
@@ -315,8 +317,8 @@ def run_status(run: Mapping[str, Any], workdir: str) -> tuple[str, str]:
         diffs = config_differences(result["config"], expected_config(run))
         if not diffs:
             return "finished", f"{path}: test accuracy {100 * result['test_accuracy']:.2f}%"
-        have = _flatten(result["config"]).get("train.num_steps", 0)
-        want = _flatten(expected_config(run)).get("train.num_steps", 0)
+        have = flatten_config(result["config"]).get("train.num_steps", 0)
+        want = flatten_config(expected_config(run)).get("train.num_steps", 0)
         if all(d.startswith("train.") for d in diffs) and want >= have:
             # More steps (or another eval schedule): the trainer continues from the checkpoint.
             return "resume", f"continuing ({'; '.join(diffs)})"
@@ -334,18 +336,8 @@ def expected_config(run: Mapping[str, Any]) -> dict:
     return json.loads(config.to_json())
 
 
-def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def config_differences(have: Mapping, want: Mapping) -> list[str]:
-    a, b = _flatten(have), _flatten(want)
+    a, b = flatten_config(have), flatten_config(want)
     diffs = []
     for key in sorted(set(a) | set(b)):
         if key in BOOKKEEPING_FIELDS:
