@@ -341,12 +341,44 @@ def generate(
     return paths
 
 
+def check(data_dir: str) -> int:
+    """Prints per split the example count, token lengths and labels (reading and validating
+    every line); non-zero when a split is missing or malformed."""
+    import numpy as np
+
+    from luna_lra.data import DataError
+    from luna_lra.data import listops as task
+
+    status = 0
+    for split, path in task.split_paths(data_dir).items():
+        if not os.path.isfile(path):
+            print(f"{split}: missing {path} (make it with: python -m data_prep.listops --out "
+                  f"{data_dir})")
+            status = 1
+            continue
+        try:
+            seqs, labels = task.read_tsv(path)
+        except DataError as e:
+            print(f"{split}: {e}")
+            status = 1
+            continue
+        lengths = [len(s) for s in seqs]
+        counts = ", ".join(f"{i}: {n}" for i, n in enumerate(
+            np.bincount(labels, minlength=10)))
+        print(f"{split} ({path}): {len(labels)} examples, {min(lengths, default=0)} to "
+              f"{max(lengths, default=0)} tokens; labels {counts}")
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m data_prep.listops",
         description="Generate LRA-style ListOps data: basic_{train,val,test}.tsv in --out.",
     )
-    parser.add_argument("--out", required=True, help="output folder (created if needed)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--out", help="output folder (created if needed)")
+    what.add_argument("--check", metavar="DIR",
+                      help="report what DIR holds (examples, lengths, labels per split) and exit")
     parser.add_argument("--num_train", type=int, default=DEFAULT_NUM_TRAIN)
     parser.add_argument("--num_val", type=int, default=DEFAULT_NUM_VAL)
     parser.add_argument("--num_test", type=int, default=DEFAULT_NUM_TEST)
@@ -359,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
+    if args.check:
+        return check(args.check)
     t0 = time.perf_counter()
     try:
         paths = generate(

@@ -767,22 +767,63 @@ def generate(out: str, resolution: int, level: str, num_images: int,
             "generated_images": n_todo, "seconds": time.time() - t0}
 
 
+def check(data_dir: str, resolution: int) -> int:
+    """Prints, per level found under data_dir, the image count, labels and the split sizes;
+    every metadata line is validated and every listed image must exist. Non-zero if none."""
+    from luna_lra.data import DataError
+    from luna_lra.data import pathfinder as task
+
+    found = 0
+    for level in LEVELS:
+        try:
+            level_dir = task.find_level_dir(data_dir, resolution, level)
+        except DataError:
+            print(f"{level}: no {task.level_dir_name(level)}/ under {data_dir}")
+            continue
+        try:
+            entries = [e for path in task.metadata_files(level_dir)
+                       for e in task.read_metadata(path, level_dir)]
+        except DataError as e:
+            print(f"{level}: {e}")
+            return 1
+        missing = [path for path, _, _ in entries if not os.path.isfile(path)]
+        labels = np.bincount([label for _, label, _ in entries], minlength=2)
+        train_end, val_end = task.split_bounds(len(entries))
+        print(f"{level} ({level_dir}): {len(entries)} images, label 0: {labels[0]}, label 1: "
+              f"{labels[1]}; train/val/test {train_end}/{val_end - train_end}/"
+              f"{len(entries) - val_end}; {len(missing)} listed images missing"
+              + (f" (first: {missing[0]})" if missing else ""))
+        found += 1
+    if not found:
+        print(f"no Pathfinder levels in {data_dir}; make one with: python -m data_prep.pathfinder "
+              f"--out {data_dir} --resolution {resolution} --level hard --num_images N")
+    return 0 if found else 1
+
+
 def main(argv: Iterable[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m data_prep.pathfinder",
         description="Generate Pathfinder / Path-X images in the LRA release layout "
                     "(<out>/<level_dir>/imgs/<batch>/sample_<i>.png, metadata/<batch>.npy).")
-    ap.add_argument("--out", required=True, help="output folder (e.g. data/pathfinder32)")
+    what = ap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--out", help="output folder (e.g. data/pathfinder32)")
+    what.add_argument("--check", metavar="DIR",
+                      help="report what DIR holds (images per level, labels, LRA's 80/10/10 "
+                           "split) and exit")
     ap.add_argument("--resolution", type=int, required=True, choices=RESOLUTIONS)
-    ap.add_argument("--level", required=True, choices=list(LEVELS),
+    ap.add_argument("--level", choices=list(LEVELS),
                     help="easy=curv_baseline, intermediate=curv_contour_length_9, "
-                         "hard=curv_contour_length_14")
-    ap.add_argument("--num_images", type=int, required=True)
+                         "hard=curv_contour_length_14 (required with --out)")
+    ap.add_argument("--num_images", type=int, help="required with --out")
     ap.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE)
     ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no_progress", action="store_true")
     args = ap.parse_args(None if argv is None else list(argv))
+    if args.check:
+        return check(args.check, args.resolution)
+    if args.level is None or args.num_images is None:
+        ap.error("--out needs --level and --num_images")
     try:
         summary = generate(args.out, args.resolution, args.level, args.num_images,
                            batch_size=args.batch_size, workers=args.workers, seed=args.seed,

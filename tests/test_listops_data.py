@@ -479,3 +479,16 @@ def test_errors_and_padding_across_chunks(tmp_path, monkeypatch):
     write(folder / "basic_train.tsv", "Source\tTarget\n" + "".join(bad))
     with pytest.raises(DataError, match=r"basic_train\.tsv, line 9: unknown token '\[SUM'"):
         task.load_splits(cfg(folder))
+
+
+def test_check_command_reports_counts_and_labels(tmp_path, capsys):
+    from data_prep import listops as generator
+
+    generator.generate(str(tmp_path), num_train=20, num_val=5, num_test=7, min_length=5,
+                       max_length=40, max_depth=4, max_args=4, seed=3, show_progress=False)
+    assert generator.main(["--check", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "train (" in out and "20 examples" in out and "7 examples" in out
+    (tmp_path / "basic_val.tsv").write_text("Source\tTarget\n[MAX 3 ]\t12\n")
+    assert generator.main(["--check", str(tmp_path)]) == 1
+    assert "basic_val.tsv, line 2" in capsys.readouterr().out

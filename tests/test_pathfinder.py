@@ -547,3 +547,15 @@ def test_end_to_end_pathx_tiny(tmp_path):
                     "--config.train.checkpoint_every=2", "--config.data.batch_size=4",
                     "--config.data.eval_batch_size=3")
     assert result["config"]["data"]["max_length"] == 16_384 and result["step"] == 2
+
+
+def test_check_command_reports_levels_labels_and_split(tmp_path, capsys):
+    from data_prep import pathfinder as gen
+
+    out = str(tmp_path / "pf")
+    gen.generate(out, 32, "hard", 20, batch_size=10, workers=1, seed=5, show_progress=False)
+    assert gen.main(["--check", out, "--resolution", "32"]) == 0
+    text = capsys.readouterr().out
+    assert "hard (" in text and "20 images" in text and "train/val/test 16/2/2" in text
+    assert "0 listed images missing" in text
+    assert gen.main(["--check", str(tmp_path / "empty"), "--resolution", "32"]) == 1
