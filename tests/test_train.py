@@ -148,3 +148,34 @@ def test_cli_names_unknown_fields_and_variants(tmp_path):
     assert out.returncode != 0 and "unknown variant 'luna512'" in out.stderr
     out = _cli("--config", "configs/nope.py:tiny", "--workdir", str(tmp_path))
     assert out.returncode != 0 and "configs/nope.py" in out.stderr
+
+
+@pytest.mark.slow
+def test_cli_trains_on_the_release_layout_and_writes_result_json(tmp_path):
+    from data_prep import listops as generator
+
+    release = tmp_path / "lra_release"
+    generator.generate(str(release / "listops-1000"), num_train=200, num_val=40, num_test=40,
+                       min_length=5, max_length=48, max_depth=5, max_args=5, seed=0,
+                       show_progress=False)
+    workdir = tmp_path / "run"
+    out = _cli("--config", "configs/listops.py:tiny", "--workdir", str(workdir),
+               f"--config.data.data_dir={release}", "--config.data.generate_if_missing=False",
+               "--config.data.max_length=48", "--config.train.num_steps=6",
+               "--config.train.eval_every=3", "--config.train.log_every=3",
+               "--config.train.checkpoint_every=3", "--config.train.results_dir=",
+               "--config.model.num_layers=1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.load(open(workdir / "result.json"))
+    for key in ("test_accuracy", "val_accuracy", "step", "config"):
+        assert key in result
+    assert 0.0 <= result["test_accuracy"] <= 1.0 and result["step"] in (3, 6)
+    assert result["config"]["data"]["data_dir"] == str(release)
+    assert "test accuracy" in out.stdout.lower() or "Test acc." in out.stdout
+
+
+def test_cli_reports_a_missing_data_directory(tmp_path):
+    out = _cli("--config", "configs/listops.py:luna16", "--workdir", str(tmp_path / "w"),
+               f"--config.data.data_dir={tmp_path / 'nowhere'}")
+    assert out.returncode == 1
+    assert f"{tmp_path / 'nowhere'}" in out.stderr and "basic_train.tsv" in out.stderr
