@@ -350,9 +350,13 @@ def _train_and_evaluate(config, workdir, command, mesh) -> dict[str, Any]:
     ckpt_dir = _checkpoint_dir(workdir, "checkpoints")
     manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
         max_to_keep=config.train.keep_checkpoints, create=True))
-    best_manager = ocp.CheckpointManager(  # the parameters at the best validation accuracy
+    # The parameters at the best validation accuracy, saved synchronously and only once the
+    # other manager's save has finished: Orbax's cross-process barriers carry names that are
+    # not unique per manager, so two managers saving at once fail in a multi-host run.
+    best_manager = ocp.CheckpointManager(
         _checkpoint_dir(workdir, "best"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                             enable_async_checkpointing=False))
     progress = Progress()
     config_dict = json.loads(config.to_json())
     start_step = 0
@@ -374,9 +378,12 @@ def _train_and_evaluate(config, workdir, command, mesh) -> dict[str, Any]:
     def meta_now():
         return {"config": config_dict, "progress": dataclasses.asdict(progress)}
 
+    saved_steps = {start_step}  # known alike on every process, unlike the directory listing
+
     def save(step: int):
-        if manager.latest_step() == step:
+        if step in saved_steps:
             return
+        saved_steps.add(step)
         manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                    meta=ocp.args.JsonSave(meta_now())), force=True)
 
@@ -450,6 +457,7 @@ def _train_and_evaluate(config, workdir, command, mesh) -> dict[str, Any]:
                         writer.write(done, "test", test)
                         progress.best_val_accuracy = val["accuracy"]
                         progress.best_step, progress.test_at_best = done, test["accuracy"]
+                        manager.wait_until_finished()
                         best_manager.save(done, args=ocp.args.Composite(
                             params=ocp.args.StandardSave(state.params),
                             meta=ocp.args.JsonSave(meta_now())), force=True)
