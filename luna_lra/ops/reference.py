@@ -8,7 +8,6 @@ short, which matters to the kernels, not to this reference.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from luna_lra.ops import dropout as dropout_lib
