@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from luna_lra import ops
+from luna_lra import ops, provenance
 
 FULL = dict(batch=32, heads=8, head_dim=64, ns=(1024, 2048, 4096, 8192, 16384), ls=(16, 128, 256),
             check=dict(batch=4, n=1024, l=128), copy_mib=2048, matmul=8192, runs=5)
@@ -192,18 +192,6 @@ def check_row(cfg, kind, dtype, interpret):
 
 # ------------------------------------------------------------------------------ reporting
 
-def _git_commit():
-    try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True,
-                               text=True).stdout.strip()
-        return rev + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no git commit)"
-
-
 def _fmt(x, spec=".2f"):
     return "—" if x is None else format(x, spec)
 
@@ -240,6 +228,15 @@ def to_markdown(meta, rows, checks):
             f"{pct('fwdbwd', '_gbps', '_bw_share')} | {pct('fwdbwd', '_tflops', '_flop_share')} | "
             f"{_fmt(g('fwdbwd_program_mib'), '.0f')} | {_fmt(g('device_peak_mib'), '.0f')} | "
             f"{r['status']} |")
+    out += ["", "## Bars (issue: forward+backward at n >= 4K, l = 256)", "",
+            "Pallas vs the XLA reference: speed-up (XLA ms / Pallas ms) at least 2, program "
+            "memory at most half, and time within 3x of the larger of the bandwidth and FLOP "
+            "floors (bytes / measured copy bandwidth, FLOPs / measured bf16 matmul rate).", "",
+            "| op | n | speed-up | memory ratio | time / floor | verdict |",
+            "|---|---|---|---|---|---|"]
+    for b in kernel_bars(rows):
+        out.append(f"| {b['op']} | {b['n']} | {_fmt(b['speedup'])} | {_fmt(b['memory_ratio'])} | "
+                   f"{_fmt(b['time_over_floor'])} | {b['verdict']} |")
     out += ["", "## Correctness: Pallas kernel vs the XLA reference",
             "", "max |kernel − reference| / max |reference|, ragged key mask with an all-padded "
             "example, dropout 0.1; reference in float32 at highest matmul precision", "",
@@ -250,6 +247,31 @@ def to_markdown(meta, rows, checks):
             _fmt(c.get(f"{x}_max_rel"), ".1e") for x in ("out", "dq", "dk", "dv"))
             + f" | {c['status']} |")
     return "\n".join(out) + "\n"
+
+
+def kernel_bars(rows, min_n=4096, l=256):
+    """The issue's bars for each (op, n >= min_n) at this l, from the forward+backward rows."""
+    find = lambda op, n, impl: next((r for r in rows if (r["op"], r["n"], r["l"], r["impl"])
+                                     == (op, n, l, impl) and r["status"] == "ok"), None)
+    bars = []
+    for op in ("pack", "unpack"):
+        for n in sorted({r["n"] for r in rows if r["n"] >= min_n and r["l"] == l}):
+            pal, ref = find(op, n, "pallas"), find(op, n, "xla")
+            bar = dict(op=op, n=n, speedup=None, memory_ratio=None, time_over_floor=None)
+            if pal is None or ref is None:
+                bars.append(dict(bar, verdict="not measured"))
+                continue
+            bar["speedup"] = ref["fwdbwd_ms"] / pal["fwdbwd_ms"]
+            if pal.get("fwdbwd_program_mib") and ref.get("fwdbwd_program_mib"):
+                bar["memory_ratio"] = pal["fwdbwd_program_mib"] / ref["fwdbwd_program_mib"]
+            # share = floor / time for each floor, so time / (larger floor) = 1 / larger share
+            bar["time_over_floor"] = 1.0 / max(pal["fwdbwd_bw_share"], pal["fwdbwd_flop_share"])
+            failed = [name for name, ok in (
+                ("speed-up < 2", bar["speedup"] >= 2.0),
+                ("memory > 1/2", bar["memory_ratio"] is not None and bar["memory_ratio"] <= 0.5),
+                ("time > 3x floor", bar["time_over_floor"] <= 3.0)) if not ok]
+            bars.append(dict(bar, verdict="pass" if not failed else "FAIL: " + ", ".join(failed)))
+    return bars
 
 
 def run_kernels(args):
@@ -282,7 +304,7 @@ def run_kernels(args):
                           f"fwd {_fmt(r.get('fwd_ms'), '.3f')} ms, "
                           f"f+b {_fmt(r.get('fwdbwd_ms'), '.3f')} ms, {r['status']}", flush=True)
     meta = dict(device_kind=device_kind, backend=backend, jax_version=jax.__version__,
-                commit=_git_commit(),
+                commit=provenance.git_commit(),
                 command="python -m luna_lra.benchmark " + " ".join(sys.argv[1:]),
                 batch=cfg["batch"], heads=cfg["heads"], head_dim=cfg["head_dim"],
                 peak_copy_gbps=peaks[0] / 1e9, peak_bf16_tflops=peaks[1] / 1e12,
@@ -294,7 +316,7 @@ def run_kernels(args):
     with open(base + ".md", "w") as f:
         f.write(to_markdown(meta, rows, checks))
     with open(base + ".json", "w") as f:
-        json.dump(dict(meta=meta, rows=rows, checks=checks), f, indent=2)
+        json.dump(dict(meta=meta, rows=rows, checks=checks, bars=kernel_bars(rows)), f, indent=2)
     print(f"[kernels] wrote {base}.md and {base}.json in {meta['wall_s']:.0f} s", flush=True)
 
 
@@ -1002,7 +1024,7 @@ def run_model(args):
                    "'skipped: estimated N GB > limit' without running" if mem_cap else ""))
     meta = dict(
         mode=mode, machine=machine, device_kind=device_kind, backend=backend,
-        jax_version=jax.__version__, commit=_git_commit(),
+        jax_version=jax.__version__, commit=provenance.git_commit(),
         command="python -m luna_lra.benchmark " + " ".join(sys.argv[1:]),
         models=variants, labels={v: MODEL_VARIANTS[v][0] for v in variants},
         lengths=list(lengths), batch=batch, dtype=dtype, steps=steps, warmup=1,

@@ -14,7 +14,6 @@ import logging
 import os
 import platform
 import signal
-import subprocess
 import sys
 import time
 from typing import Any
@@ -30,7 +29,7 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from luna_lra import data as data_lib
-from luna_lra import ops, report
+from luna_lra import ops, provenance, report
 from luna_lra.data import pipeline
 from luna_lra.models import build_model
 
@@ -194,18 +193,6 @@ def load_params(workdir: str, step: int | None = None, best: bool = False):
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
     restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
     return restored if best else restored["params"]
-
-
-def git_commit() -> str:
-    try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here,
-                             capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def machine_description() -> str:
@@ -503,7 +490,7 @@ def _train_and_evaluate(config, workdir, command, mesh) -> dict[str, Any]:
         "machine": machine_description(),
         "devices": len(devices),
         "jax_version": jax.__version__,
-        "commit": git_commit(),
+        "commit": provenance.git_commit(),
         "command": command,
         "config": config_dict,
     }

@@ -80,6 +80,26 @@ def test_default_blocks_and_bfloat16(kind):
            dropout_seed=SEED)
 
 
+@pytest.mark.parametrize("kind", ["pack", "unpack"])
+def test_backward_blocks_smaller_than_forward(kind):
+    # Default blocks at lengths where dq walks keys in half the forward's key block, dk/dv own
+    # half a forward key block and walk queries in half a forward query block; dropout on and
+    # automatic key splits (pack) so the dq loop bounds are rescaled split ranges.
+    q, k, v, mask = _case(40 + (kind == "pack"), kind)
+    lq, lk = (40, 300) if kind == "pack" else (100, 100)
+    q, k, v = (jnp.resize(x, (3, m, 2, x.shape[3])) for x, m in ((q, lq), (k, lk), (v, lk)))
+    mask = jnp.arange(lk)[None, :] < jnp.array([lk - 7, 0, 5])[:, None]
+    plan = pallas_gpu.make_plan(kind, 3, 2, lq, lk, q.shape[3], q.dtype, 0.1, True, block_q=None,
+                                block_k=None, num_splits=None)
+    opt = dict(plan.options)
+    assert opt["dq_block_k"] < plan.block_k and opt["dkdv_block_k"] < plan.block_k
+    assert opt["dkdv_block_q"] < plan.block_q
+    fn, ref = ((pallas_gpu.pack_attention, reference.pack_attention) if kind == "pack"
+               else (pallas_gpu.unpack_attention, reference.unpack_attention))
+    _check(fn, ref, q, k, v, mask, F32_TOL, interpret=INTERPRET, dropout_rate=0.1,
+           dropout_seed=SEED)
+
+
 def test_uneven_key_splits():
     # n = 70 -> 5 key blocks of 16; 4 requested splits become 3 splits of 2, 2 and 1 blocks.
     q, k, v, mask = _case(30, "pack")

@@ -145,7 +145,8 @@ def attention(backend, kind, q, k, v, key_mask, *, dropout_rate, dropout_rng, dr
     # Kernels read the seed as int32 (Mosaic scalar memory); same bits as the uint32 seed.
     seed = lax.bitcast_convert_type(jnp.asarray(dropout_seed, jnp.uint32), jnp.int32).reshape(1)
     b, lq, h, d = q.shape
-    plan = backend.make_plan(kind, b, h, lq, k.shape[1], d, float(dropout_rate), interpret,
+    plan = backend.make_plan(kind, b, h, lq, k.shape[1], d, q.dtype, float(dropout_rate),
+                             interpret,
                              block_q=block_q, block_k=block_k, num_splits=num_splits)
     return _attention(backend, plan, q, k, v, key_mask, seed)
 

@@ -50,7 +50,7 @@ def unpack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, d
         num_splits=num_splits)
 
 
-def make_plan(kind, b, h, lq, lk, d, rate, interpret, *, block_q, block_k, num_splits):
+def make_plan(kind, b, h, lq, lk, d, dtype, rate, interpret, *, block_q, block_k, num_splits):
     # A block spanning the whole (padded) axis is always a legal Mosaic tile; otherwise keep
     # query blocks a multiple of 8 sublanes and key blocks (lanes of the score tile) of 128.
     if kind == "pack":
