@@ -2,6 +2,8 @@
 GPU backend), against the reference: outputs and dq, dk, dv under a random cotangent; also that they lower to Triton IR
 (no GPU needed for that) and the impl dispatch in ops/__init__.py."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,13 +43,21 @@ def _case(seed, kind, dtype=jnp.float32):
     return q, k, v, jnp.arange(lk)[None, :] < lengths[:, None]
 
 
+def _float32_highest(dtype):
+    return (jax.default_matmul_precision("highest") if dtype == jnp.float32
+            else contextlib.nullcontext())
+
+
 def _check(fn, ref, q, k, v, mask, tol, **kw):
     def run(f, q, k, v, g):
         out, vjp = jax.vjp(lambda q, k, v: f(q, k, v, mask), q, k, v)
         return (out, *vjp(g))
 
     g = jnp.asarray(np.random.default_rng(1).normal(size=q.shape), q.dtype)
-    got = _run(lambda *a: run(lambda *x: fn(*x, **kw), *a), q, k, v, g)
+    # Float32 kernels follow JAX's matmul precision: TF32 dots by default on a GPU (as XLA's),
+    # IEEE float32 under "highest", which is what a 1e-5 comparison needs.
+    with _float32_highest(q.dtype):
+        got = _run(lambda *a: run(lambda *x: fn(*x, **kw), *a), q, k, v, g)
     up = lambda x: x.astype(jnp.float32)  # bf16 cases compare with float32 math on the same inputs
     rate = {n: kw[n] for n in ("dropout_rate", "dropout_seed") if n in kw}
     with jax.default_matmul_precision("highest"):  # no TF32 in the reference on a GPU

@@ -2,6 +2,7 @@
 detector on, against the reference: outputs and dq, dk, dv under a random cotangent; also that
 they lower to Mosaic (no TPU needed for that; Mosaic's own compile passes are not run)."""
 
+import contextlib
 import importlib
 import warnings
 
@@ -62,7 +63,13 @@ def _check(fn, ref, q, k, v, mask, tol, **kw):
         return (out, *vjp(g))
 
     g = jnp.asarray(np.random.default_rng(1).normal(size=q.shape), q.dtype)
-    got = jax.block_until_ready(_run(lambda *a: run(lambda *x: fn(*x, **kw), *a), q, k, v, g))
+    # Float32 kernels follow JAX's matmul precision (Mosaic's default contraction may be
+    # lower than float32 on a TPU); "highest" asks for float32, which a 1e-5 comparison needs.
+    highest = (jax.default_matmul_precision("highest") if q.dtype == jnp.float32
+               else contextlib.nullcontext())
+    with highest:
+        got = jax.block_until_ready(
+            _run(lambda *a: run(lambda *x: fn(*x, **kw), *a), q, k, v, g))
     assert not _races_found(), "the TPU interpreter's race detector reported a data race"
     up = lambda x: x.astype(jnp.float32)  # bf16 cases compare with float32 math on the same inputs
     rate = {n: kw[n] for n in ("dropout_rate", "dropout_seed") if n in kw}

@@ -3,6 +3,7 @@ package is installed, the offline compile for sm_90 with its resource readings."
 
 import importlib.util
 
+import jax
 import pytest
 
 from luna_lra import triton_compile
@@ -39,3 +40,13 @@ def test_compiles_for_sm90_within_limits():
         assert 0 < r["shared_bytes"] <= triton_compile.SHARED_LIMIT[90]
         assert r["registers"] <= 255 and r["spill_store_bytes"] == 0
         assert "HGMMA" in r["tensor_core"] or "HMMA" in r["tensor_core"]
+
+
+def test_float32_dot_precision_follows_jax():
+    # Triton IR spells TF32 dots `inputPrecision = tf32` and IEEE float32 ones without it.
+    tf32 = lambda lowered: {"inputPrecision = tf32" in x.ttir for x in lowered}
+    assert tf32(triton_compile.lower_to_triton("pack", 2, 2, 300, 16, 32, "float32", 0.0)) == {
+        True}  # JAX's default on a GPU, as in XLA's own float32 matmuls
+    with jax.default_matmul_precision("highest"):
+        assert tf32(triton_compile.lower_to_triton("unpack", 2, 2, 300, 16, 32, "float32",
+                                                   0.0)) == {False}
