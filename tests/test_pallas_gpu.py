@@ -160,3 +160,17 @@ def test_dispatch():
                                       ops.pack_attention(q, k, v, mask))
     out = ops.pack_attention(q, k, v, mask, impl="pallas", interpret=True)
     assert _rel(out, reference.pack_attention(q, k, v, mask)) < F32_TOL
+
+
+def test_auto_falls_back_when_the_pallas_backend_is_missing(monkeypatch):
+    # As if a JAX without Pallas's Triton backend ran on a GPU: auto takes the reference,
+    # an explicit "pallas" reports the import error.
+    def missing(name):
+        raise ImportError(f"No module named {name!r}")
+
+    monkeypatch.setattr(ops, "resolve_impl", lambda impl, **kw: "pallas_gpu")
+    monkeypatch.setattr(ops.importlib, "import_module", missing)
+    q, k = jnp.zeros((1, 16, 2, 64)), jnp.zeros((1, 256, 2, 64))
+    assert ops._pick("auto", q, k, False) == (reference, {})
+    with pytest.raises(ImportError, match="pallas_gpu"):
+        ops._pick("pallas", q, k, False)

@@ -70,7 +70,12 @@ def _pick(impl, q, k, interpret):
     name = resolve_impl(impl, interpret=interpret)
     if name == "xla" or (impl == "auto" and not kernel_supports(q, k)):
         return reference, {}
-    return importlib.import_module(f"luna_lra.ops.{name}"), {"interpret": interpret}
+    try:
+        return importlib.import_module(f"luna_lra.ops.{name}"), {"interpret": interpret}
+    except ImportError:  # a JAX without this Pallas backend (JAX 0.11 deprecated Triton's)
+        if impl == "auto":
+            return reference, {}
+        raise
 
 
 def _data_parallel(kernel, q, k, v, key_mask, dropout_rate, dropout_rng, dropout_seed):
