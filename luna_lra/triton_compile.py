@@ -163,6 +163,7 @@ def run(args):
                                 print(_line(row), flush=True)
     meta = dict(arch=args.arch, shared_limit_bytes=limit, triton_version=triton.__version__,
                 jax_version=jax.__version__, commit=provenance.git_commit(),
+                matmul_precision=str(jax.config.jax_default_matmul_precision or "default"),
                 batch=cfg["batch"], heads=cfg["heads"],
                 command="python -m luna_lra.triton_compile " + " ".join(sys.argv[1:]),
                 wall_s=time.perf_counter() - start)
@@ -208,8 +209,9 @@ def to_markdown(meta, rows):
         "",
         "Compile-only: resources, not speed. XLA compiles the same Triton IR with the Triton it "
         "bundles, which may lower it differently from this release. Tensor-core MMA: the kinds "
-        "of tensor-core instructions in the SASS (HGMMA: Hopper warpgroup MMA; HMMA: mma.sync); "
-        "float32 dots at IEEE precision use none.",
+        "of tensor-core instructions in the SASS (HGMMA: Hopper warpgroup MMA; HMMA: mma.sync). "
+        f"Float32 kernels at JAX's matmul precision here ({meta['matmul_precision']}: TF32 "
+        "dots unless it is 'highest'/'float32', whose IEEE dots use no tensor cores).",
         "",
         "| op | n | l | head_dim | dtype | dropout | kernel | warps | grid | registers | "
         "spill stores (B) | shared (KiB) | tensor-core MMA | status |",

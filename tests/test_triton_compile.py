@@ -20,7 +20,7 @@ def test_lowering_captures_three_kernels(kind):
 
 def test_markdown_lists_every_row():
     meta = dict(arch=90, shared_limit_bytes=227 * 1024, triton_version="t", jax_version="j",
-                commit="abc", batch=2, heads=2, command="c", wall_s=1.0)
+                commit="abc", matmul_precision="default", batch=2, heads=2, command="c", wall_s=1.0)
     rows = [dict(op="pack", n=300, l=16, head_dim=32, dtype="bfloat16", dropout=0.1, kernel=k,
                  num_warps=4, grid=[2, 1], registers=64, spill_store_bytes=0, shared_bytes=4096,
                  tensor_core="HGMMA", status="ok") for k in triton_compile.KERNELS]
