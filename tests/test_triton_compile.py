@@ -33,7 +33,7 @@ def test_markdown_lists_every_row():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None,
-                    reason="needs the triton package (pip install '.[triton]')")
+                    reason="needs the triton package (Linux x86-64: pip install -e '.[triton]')")
 def test_compiles_for_sm90_within_limits():
     for x in triton_compile.lower_to_triton("pack", 2, 2, 300, 256, 64, "bfloat16", 0.1):
         r = triton_compile.compile_triton(x, 90)
