@@ -110,7 +110,8 @@ def compile_triton(lowered: Lowered, arch: int) -> dict:
             f.write(lowered.ttir)
         compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
                                   options=dict(num_warps=lowered.num_warps,
-                                               num_stages=lowered.num_stages))
+                                               num_stages=lowered.num_stages,
+                                               enable_fp_fusion=True))  # Triton's usual default
         ptx = os.path.join(tmp, "kernel.ptx")
         with open(ptx, "w") as f:
             f.write(compiled.asm["ptx"])
