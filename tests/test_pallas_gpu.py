@@ -2,8 +2,6 @@
 GPU backend), against the reference: outputs and dq, dk, dv under a random cotangent; also that they lower to Triton IR
 (no GPU needed for that) and the impl dispatch in ops/__init__.py."""
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,68 +9,21 @@ import pytest
 from jax import export
 
 from luna_lra import ops
+from kernel_checks import BF16_TOL, F32_TOL, SEED, case, check, rel
 from luna_lra.ops import pallas_gpu, reference
 
 # Interpret mode on the CPU; on a GPU backend the same tests check the compiled Triton kernels.
 INTERPRET = jax.default_backend() != "gpu"
-SEED = np.uint32(0xDEADBEEF)  # above 2**31: the kernels' int32 view must keep the seed's bits
-F32_TOL, BF16_TOL = 1e-5, 1e-2
-
-
-# Interpret-mode kernels are big CPU programs; LLVM optimisation costs more than it saves here.
-_QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-def _run(f, *args):
-    return jax.jit(f).lower(*args).compile(_QUICK_COMPILE if INTERPRET else None)(*args)
-
-
-def _rel(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
-
-
-def _case(seed, kind, dtype=jnp.float32):
-    """Random tiny shapes; batch 3 = one ragged example, one all-padded, one shorter than l."""
-    rng = np.random.default_rng(seed)
-    n, l, d = int(rng.integers(40, 71)), int(rng.integers(3, 10)), int(rng.choice([8, 16, 32]))
-    lq, lk = (l, n) if kind == "pack" else (n, l)
-    q, k, v = (jnp.asarray(rng.normal(size=(3, m, 2, d)), dtype) for m in (lq, lk, lk))
-    ragged = int(rng.integers(l + 1, n)) if kind == "pack" else lk
-    lengths = jnp.array([ragged, 0, int(rng.integers(1, l))])
-    return q, k, v, jnp.arange(lk)[None, :] < lengths[:, None]
-
-
-def _float32_highest(dtype):
-    return (jax.default_matmul_precision("highest") if dtype == jnp.float32
-            else contextlib.nullcontext())
 
 
 def _check(fn, ref, q, k, v, mask, tol, **kw):
-    def run(f, q, k, v, g):
-        out, vjp = jax.vjp(lambda q, k, v: f(q, k, v, mask), q, k, v)
-        return (out, *vjp(g))
-
-    g = jnp.asarray(np.random.default_rng(1).normal(size=q.shape), q.dtype)
-    # Float32 kernels follow JAX's matmul precision: TF32 dots by default on a GPU (as XLA's),
-    # IEEE float32 under "highest", which is what a 1e-5 comparison needs.
-    with _float32_highest(q.dtype):
-        got = _run(lambda *a: run(lambda *x: fn(*x, **kw), *a), q, k, v, g)
-    up = lambda x: x.astype(jnp.float32)  # bf16 cases compare with float32 math on the same inputs
-    rate = {n: kw[n] for n in ("dropout_rate", "dropout_seed") if n in kw}
-    with jax.default_matmul_precision("highest"):  # no TF32 in the reference on a GPU
-        want = _run(lambda *a: run(lambda *x: ref(*x, **rate), *a), up(q), up(k), up(v), up(g))
-    for name, a, b in zip(("out", "dq", "dk", "dv"), got, want):
-        err = _rel(a, b)
-        assert err < tol, f"{name}: norm-wise relative error ||a-b||/||b|| = {err:.2e} >= {tol}"
-        assert np.all(np.asarray(a[1]) == 0.0), f"{name} of the all-padded example is not zero"
-        assert np.all(np.isfinite(np.asarray(a, np.float32))), f"{name} is not finite"
+    check(fn, ref, q, k, v, mask, tol, quick_compile=INTERPRET, **kw)
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.25])
 @pytest.mark.parametrize("kind", ["pack", "unpack"])
 def test_float32_matches_reference(kind, rate):
-    q, k, v, mask = _case(10 + (kind == "pack") + 2 * (rate > 0), kind)
+    q, k, v, mask = case(10 + (kind == "pack") + 2 * (rate > 0), kind)
     # Small blocks: several blocks with a ragged last one; two splits of the streamed axis
     # (pack: split-K forward/dq with the combine; unpack: split queries in dk/dv).
     fn, ref = ((pallas_gpu.pack_attention, reference.pack_attention) if kind == "pack"
@@ -83,7 +34,7 @@ def test_float32_matches_reference(kind, rate):
 
 @pytest.mark.parametrize("kind", ["pack", "unpack"])
 def test_default_blocks_and_bfloat16(kind):
-    q, k, v, mask = _case(20 + (kind == "pack"), kind, jnp.bfloat16)
+    q, k, v, mask = case(20 + (kind == "pack"), kind, jnp.bfloat16)
     fn, ref = ((pallas_gpu.pack_attention, reference.pack_attention) if kind == "pack"
                else (pallas_gpu.unpack_attention, reference.unpack_attention))
     _check(fn, ref, q, k, v, mask, BF16_TOL, interpret=INTERPRET, dropout_rate=0.1,
@@ -95,7 +46,7 @@ def test_backward_blocks_smaller_than_forward(kind):
     # Default blocks at lengths where dq walks keys in half the forward's key block, dk/dv own
     # half a forward key block and walk queries in half a forward query block; dropout on and
     # automatic key splits (pack) so the dq loop bounds are rescaled split ranges.
-    q, k, v, mask = _case(40 + (kind == "pack"), kind)
+    q, k, v, mask = case(40 + (kind == "pack"), kind)
     lq, lk = (40, 300) if kind == "pack" else (100, 100)
     q, k, v = (jnp.resize(x, (3, m, 2, x.shape[3])) for x, m in ((q, lq), (k, lk), (v, lk)))
     mask = jnp.arange(lk)[None, :] < jnp.array([lk - 7, 0, 5])[:, None]
@@ -112,7 +63,7 @@ def test_backward_blocks_smaller_than_forward(kind):
 
 def test_uneven_key_splits():
     # n = 70 -> 5 key blocks of 16; 4 requested splits become 3 splits of 2, 2 and 1 blocks.
-    q, k, v, mask = _case(30, "pack")
+    q, k, v, mask = case(30, "pack")
     k, v = (jnp.concatenate([x, x], axis=1)[:, :70] for x in (k, v))
     mask = jnp.concatenate([mask, mask], axis=1)[:, :70]
     _check(pallas_gpu.pack_attention, reference.pack_attention, q, k, v, mask, F32_TOL,
@@ -149,7 +100,7 @@ def test_dispatch():
         ops.resolve_impl("pallas", "cpu")
     with pytest.raises(ValueError, match="impl"):
         ops.resolve_impl("cuda")
-    q, k, v, mask = _case(40, "pack")
+    q, k, v, mask = case(40, "pack")
     assert ops.kernel_supports(jnp.zeros((1, 128, 2, 64)), jnp.zeros((1, 4096, 2, 64)))
     assert not ops.kernel_supports(jnp.zeros((1, 128, 2, 8)), jnp.zeros((1, 4096, 2, 8)))
     assert not ops.kernel_supports(jnp.zeros((1, 512, 2, 64)), jnp.zeros((1, 4096, 2, 64)))
@@ -159,7 +110,7 @@ def test_dispatch():
         np.testing.assert_array_equal(ops.pack_attention(q, k, v, mask, impl="auto"),
                                       ops.pack_attention(q, k, v, mask))
     out = ops.pack_attention(q, k, v, mask, impl="pallas", interpret=True)
-    assert _rel(out, reference.pack_attention(q, k, v, mask)) < F32_TOL
+    assert rel(out, reference.pack_attention(q, k, v, mask)) < F32_TOL
 
 
 def test_auto_falls_back_when_the_pallas_backend_is_missing(monkeypatch):
