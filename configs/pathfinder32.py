@@ -10,116 +10,58 @@ curv_contour_length_9/, curv_contour_length_14/) or a folder made by
 --num_images 200000` (the release's size: 200 batches of 1,000).
 """
 
-from luna_lra.defaults import base_config, check_variant
+from luna_lra.defaults import recipe
 
-VARIANTS = ["luna16", "luna128", "luna256", "transformer", "tiny"]
+# 160,000 train images (LRA's 80%) in fairseq's epochs of 512 (the last batch short).
+EPOCH = -(-160_000 // 512)  # 313 updates
 
-# Test accuracy (%) published for Pathfinder (only figures we could check are listed).
-PAPER = {
-    "luna256": (78.55, "Luna paper (Ma et al., 2021), LRA table, Luna-256"),
-    "transformer": (71.40, "LRA paper (Tay et al., 2021), Table 1, Transformer"),
-}
+# level: "easy" | "intermediate" | "hard" (curv_contour_length_14); zero_is_padding: True is
+# LRA's quirk; skip_bad_images: True skips (counts, logs) unreadable images; decode_workers:
+# PNG decoding threads (0 = up to 8); generate_*: the generator's run when data_dir holds none
+# and generate_if_missing is set (workers 0 = all cores).
+DATA = dict(task="pathfinder", data_dir="data/pathfinder32", resolution=32, level="hard",
+            max_length=32 * 32, zero_is_padding=False, skip_bad_images=False,
+            decode_workers=0, generate_if_missing=False, generate_num_images=200_000,
+            generate_seed=0, generate_batch_size=1000, generate_workers=0,
+            batch_size=512, eval_batch_size=512)
 
+# fairseq-apollo examples/luna/README.lra.md (pf32) on luna_lra_pf32: 1 layer, 128/128, 4
+# heads, embedding LayerNorm (encoder_normalize_before), no bert init, no CLS token, mean
+# pooling ('mp'), classifier 256, dropout 0.2 (attention 0.1); Adam(0.9, 0.98) lr 1e-3, no
+# weight decay, batch 512, inverse_sqrt with 4000 warm-up updates from 1e-7, 62,500 updates,
+# validation every epoch.
+LUNA = dict(
+    model=dict(num_layers=1, emb_dim=128, num_heads=4, mlp_dim=128, use_cls=False,
+               pooling="mean", classifier_dim=256, dropout_rate=0.2,
+               attention_dropout_rate=0.1),
+    optim=dict(learning_rate=1e-3, weight_decay=0.0, warmup_steps=4000),
+    train=dict(num_steps=62_500, eval_every=EPOCH, checkpoint_every=2 * EPOCH, log_every=100),
+)
 
-def pathfinder_data(c, resolution: int, data_dir: str) -> None:
-    """The data.* fields of the Pathfinder task (shared with configs/pathx.py)."""
-    c.data.task = "pathfinder"
-    c.data.data_dir = data_dir
-    c.data.resolution = resolution  # 32 | 64 | 128 | 256
-    c.data.level = "hard"  # "easy" | "intermediate" | "hard" (curv_contour_length_14)
-    c.data.max_length = resolution * resolution
-    c.data.zero_is_padding = False  # True: pixel value 0 is padding, as in LRA's code
-    c.data.skip_bad_images = False  # True: skip (count, log) missing/unreadable images
-    c.data.decode_workers = 0  # PNG decoding threads; 0 = up to 8
-    # Generate the level on first use when data_dir holds none (data_prep.pathfinder).
-    c.data.generate_if_missing = False
-    c.data.generate_num_images = 200_000
-    c.data.generate_seed = 0
-    c.data.generate_batch_size = 1000
-    c.data.generate_workers = 0  # 0 = all cores
+# LRA: lra_benchmarks/image/configs/pathfinder32/transformer_base.py on
+# base_pathfinder32_config.py: 4 layers, emb 32, qkv 16, mlp 32, 4 heads, dropout 0.2
+# (attention 0.1), mean pooling, classifier Dense(mlp_dim) + ReLU, fixed sinusoidal positions;
+# Adam(0.9, 0.98, eps 1e-9), no weight decay, no clipping, batch 512, lr 1e-3 *
+# linear_warmup(312) * cosine_decay over 200 epochs of 312 steps, evaluated every 312 steps.
+TRANSFORMER = dict(
+    model=dict(name="transformer", num_layers=4, emb_dim=32, num_heads=4, mlp_dim=32,
+               use_cls=False, pooling="mean", classifier_dim=32, dropout_rate=0.2,
+               attention_dropout_rate=0.1, positions="sinusoidal", embed_layer_norm=False),
+    optim=dict(learning_rate=1e-3, schedule="cosine", warmup_steps=312, warmup_init_lr=0.0,
+               end_lr=0.0, eps=1e-9, weight_decay=0.0),
+    train=dict(num_steps=62_400, eval_every=312, checkpoint_every=624, log_every=100),
+)
 
-
-def luna_pathfinder_recipe(c) -> None:
-    """Official Luna recipe (fairseq-apollo: luna_lra_pf32 / luna_lra_pf128 in
-    fairseq/models/lra/model.py and the pf32 command of examples/luna/README.lra.md)."""
-    c.model.name = "luna"
-    c.model.num_layers = 1
-    c.model.emb_dim, c.model.num_heads, c.model.mlp_dim = 128, 4, 128
-    c.model.tie_layer_weights = False
-    c.model.normalize_before = False
-    c.model.embed_layer_norm = True  # layernorm_embedding = encoder_normalize_before = True
-    c.model.init = "official"  # no --apply-bert-init for pf32
-    c.model.use_cls = False
-    c.model.pooling = "mean"  # sen_rep_type 'mp'
-    c.model.classifier_dim = 256
-    c.model.classifier_layers = 1
-    c.model.dropout_rate = 0.2
-    c.model.attention_dropout_rate = 0.1
-    c.model.activation_dropout_rate = 0.0
-    c.data.batch_size = 512
-    c.data.eval_batch_size = 512
-    c.optim.learning_rate = 1e-3
-    c.optim.schedule = "inverse_sqrt"
-    c.optim.warmup_steps = 4000
-    c.optim.warmup_init_lr = 1e-7
-    c.optim.b1, c.optim.b2, c.optim.eps = 0.9, 0.98, 1e-8
-    c.optim.weight_decay = 0.0
-    c.optim.grad_clip_norm = 0.0
-    c.train.num_steps = 62_500
-    c.train.eval_every = 625
-    c.train.checkpoint_every = 625
-    c.train.log_every = 100
+TINY = dict(  # reduced: 3,000 generated images and a small Luna, minutes on 2 CPU cores
+    data=dict(data_dir="data/pathfinder32_tiny", generate_if_missing=True,
+              generate_num_images=3000, batch_size=32, eval_batch_size=100),
+    model=dict(proj_len=16, emb_dim=32, num_heads=2, mlp_dim=64, classifier_dim=64,
+               dropout_rate=0.0, attention_dropout_rate=0.0),
+    optim=dict(warmup_steps=100),
+    train=dict(num_steps=600, eval_every=200, checkpoint_every=200, log_every=25),
+)
 
 
 def get_config(variant: str = "luna256"):
-    check_variant(variant, VARIANTS, "configs/pathfinder32.py")
-    c = base_config()
-    c.variant = variant
-    c.name = "pathfinder32"
-    pathfinder_data(c, 32, "data/pathfinder32")
-    luna_pathfinder_recipe(c)
-
-    if variant.startswith("luna"):
-        c.model.proj_len = int(variant[4:])
-    elif variant == "transformer":
-        # LRA (lra_benchmarks/image/configs/pathfinder32/transformer_base.py on
-        # base_pathfinder32_config.py): 1 layer, emb 128, 4 heads, mlp 128, dropout 0.2,
-        # attention dropout 0.1, mean pooling, batch 512, Adam(0.9, 0.98, eps 1e-9), no weight
-        # decay, lr 1e-3 * linear_warmup(312) * cosine_decay over 200 epochs of 160k images
-        # (62,400 steps), no gradient clipping.
-        c.model.name = "transformer"
-        c.model.positions = "sinusoidal"  # LRA: learn_pos_emb=False
-        c.model.init = "official"
-        c.model.embed_layer_norm = False
-        c.model.dropout_rate = 0.2
-        c.model.attention_dropout_rate = 0.1
-        c.model.classifier_dim = 128  # LRA's classifier head: Dense(mlp_dim) + ReLU + Dense
-        c.optim.schedule = "cosine"
-        c.optim.learning_rate = 1e-3
-        c.optim.warmup_steps = 312
-        c.optim.warmup_init_lr = 0.0
-        c.optim.end_lr = 0.0
-        c.optim.eps = 1e-9
-        c.train.num_steps = 62_400
-        c.train.eval_every = 312
-        c.train.checkpoint_every = 624
-    else:  # tiny: REDUCED -- 3,000 generated images and a small Luna, minutes on 2 CPU cores
-        c.data.data_dir = "data/pathfinder32_tiny"
-        c.data.generate_if_missing = True
-        c.data.generate_num_images = 3000
-        c.model.proj_len = 16
-        c.model.emb_dim, c.model.num_heads, c.model.mlp_dim = 32, 2, 64
-        c.model.classifier_dim = 64
-        c.model.dropout_rate = 0.0
-        c.model.attention_dropout_rate = 0.0
-        c.data.batch_size = 32
-        c.data.eval_batch_size = 100
-        c.optim.warmup_steps = 100
-        c.train.num_steps = 600
-        c.train.eval_every = 200
-        c.train.checkpoint_every = 200
-        c.train.log_every = 25
-
-    acc, src = PAPER.get(variant, (0.0, ""))
-    c.paper_accuracy, c.paper_source = acc, src
-    return c
+    return recipe("configs/pathfinder32.py", variant, data=DATA, luna=LUNA,
+                  transformer=TRANSFORMER, tiny=TINY, name="pathfinder32")

@@ -16,38 +16,27 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import types
 from typing import Sequence
 
 import numpy as np
 
-from data_prep.text import download, extract_members, label_counts
-
-CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-_PICKLE_MEMBER = re.compile(r"cifar-10-batches-py/(data_batch_[1-5]|test_batch|batches\.meta)")
+from luna_lra.data import DataError, image
+from luna_lra.data.download import download
+from luna_lra.data.splits import label_counts
+from luna_lra.data.tfds_source import prepare_tfds
 
 
 def prepare_pickle(out: str, archive: str | None) -> None:
     if archive is None:
-        archive = download(CIFAR_URL, os.path.join(out, "cifar-10-python.tar.gz"))
-    n = extract_members(archive, out, lambda name: name if _PICKLE_MEMBER.fullmatch(name) else None)
-    print(f"unpacked {n} files into {os.path.join(out, 'cifar-10-batches-py')}")
-
-
-def prepare_tfds(out: str) -> None:
-    import tensorflow_datasets as tfds
-
-    builder = tfds.builder("cifar10", data_dir=out)
-    builder.download_and_prepare(file_format="array_record")
-    print(f"prepared {builder.data_dir}")
+        archive = os.path.join(out, "cifar-10-python.tar.gz")
+        download(image.CIFAR_URL, archive)
+    n = image.unpack_pickles(archive, out)
+    print(f"unpacked {n} files into {os.path.join(out, image.PICKLE_DIR)}")
 
 
 def check(data_dir: str, source: str) -> int:
-    from luna_lra.data import DataError
-    from luna_lra.data import image
-
     sources = [source] if source != "auto" else [
         s for s, present in (("pickle", image.find_pickle_dir(data_dir) is not None),
                              ("tfds", image.tfds_prepared(data_dir))) if present]
@@ -90,14 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.makedirs(args.out, exist_ok=True)
     try:
         if args.source == "tfds":
-            prepare_tfds(args.out)
+            print(f"prepared {prepare_tfds(image.TFDS_NAME, args.out)}")
         else:
             prepare_pickle(args.out, args.archive)
     except Exception as e:
         print(f"error: {type(e).__name__}: {e}\nThe Image task reads either "
               f"{os.path.join(args.out, 'cifar-10-batches-py')}/{{data_batch_1..5,test_batch}} "
-              f"(unpack cifar-10-python.tar.gz from {CIFAR_URL} there, or run --archive FILE) or "
-              f"TFDS's cifar10 in array_record format under {args.out}.", file=sys.stderr)
+              f"(unpack cifar-10-python.tar.gz from {image.CIFAR_URL} there, or run --archive "
+              f"FILE) or TFDS's cifar10 in array_record format under {args.out}.", file=sys.stderr)
         return 1
     return check(args.out, "auto")
 

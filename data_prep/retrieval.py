@@ -4,6 +4,9 @@
     python -m data_prep.retrieval --download --out DIR      # fetches lra_release.gz first
     python -m data_prep.retrieval --check DIR                # counts per split, label counts
 
+(`python -m data_prep.fetch --tasks retrieval` does the same into data/retrieval/, checking the
+counts of the release.)
+
 The LRA release (lra_release.gz, a gzipped tar, from the long-range-arena README:
 https://storage.googleapis.com/long-range-arena/lra_release.gz) holds
 lra_release/tsv_data/new_aan_pairs.{train,eval,test}.tsv among the data of the other tasks. Only
@@ -16,20 +19,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from typing import Sequence
 
-from data_prep.text import download, extract_members, label_counts
-
-LRA_RELEASE_URL = "https://storage.googleapis.com/long-range-arena/lra_release.gz"
-_AAN_MEMBER = re.compile(r"(?:.*/)?tsv_data/(new_aan_pairs\.(?:train|eval|test)\.tsv)")
+from luna_lra.data import DataError, retrieval
+from luna_lra.data.download import download, extract_members
+from luna_lra.data.fetch import LRA_RELEASE_URL, RELEASE_TASKS, member_target
+from luna_lra.data.splits import label_counts
 
 
 def unpack(archive: str, out: str) -> int:
+    (unit,) = RELEASE_TASKS["retrieval"]
+
     def want(name: str) -> str | None:
-        m = _AAN_MEMBER.fullmatch(name)
-        return f"tsv_data/{m.group(1)}" if m else None
+        rel = member_target(unit, name)
+        return f"tsv_data/{rel}" if rel else None
 
     print(f"reading {archive} (the whole archive is scanned; this takes a while)")
     n = extract_members(archive, out, want)
@@ -38,9 +42,6 @@ def unpack(archive: str, out: str) -> int:
 
 
 def check(data_dir: str) -> int:
-    from luna_lra.data import DataError
-    from luna_lra.data import retrieval
-
     folder = retrieval.find_tsv_dir(data_dir)
     if folder is None:
         print(f"no AAN data in {data_dir}: expected new_aan_pairs.{{train,eval,test}}.tsv in one "
@@ -80,8 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     os.makedirs(args.out, exist_ok=True)
     try:
-        archive = args.archive or download(LRA_RELEASE_URL, os.path.join(args.out,
-                                                                        "lra_release.gz"))
+        archive = args.archive or os.path.join(args.out, "lra_release.gz")
+        if not args.archive:
+            download(LRA_RELEASE_URL, archive)
         if unpack(archive, args.out) == 0:
             print(f"error: {archive} holds no tsv_data/new_aan_pairs.*.tsv", file=sys.stderr)
             return 1

@@ -16,97 +16,28 @@ from __future__ import annotations
 
 import argparse
 import os
-import posixpath
-import re
-import shutil
 import sys
-import tarfile
 import types
-import urllib.request
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-ACLIMDB_URL = "http://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"  # as TFDS
-_REVIEW_MEMBER = re.compile(r"aclImdb/(train|test)/(pos|neg)/[^/]+\.txt")
-
-
-# ----------------------------------------------------------------------------- shared helpers
-
-
-def download(url: str, dest: str) -> str:
-    """Downloads url to dest (via a temporary name) unless dest exists; returns dest."""
-    if os.path.isfile(dest):
-        print(f"using the existing {dest}")
-        return dest
-    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-    tmp = dest + ".part"
-    print(f"downloading {url} -> {dest}")
-    try:
-        with urllib.request.urlopen(url) as response, open(tmp, "wb") as out:
-            shutil.copyfileobj(response, out, length=1 << 20)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise OSError(f"could not download {url}: {e}") from None
-    os.replace(tmp, dest)
-    return dest
-
-
-def extract_members(archive: str, out_dir: str, want: Callable[[str], str | None]) -> int:
-    """Streams through a tar archive and writes each regular file whose name `want` maps to a
-    relative path (None = skip) under out_dir. Refuses absolute paths and `..`. Returns the
-    number of files written."""
-    written = 0
-    with tarfile.open(archive, "r|*") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            name = member.name[2:] if member.name.startswith("./") else member.name
-            name = posixpath.normpath(name)
-            rel = want(name)
-            if rel is None:
-                continue
-            if os.path.isabs(rel) or rel.split("/")[0] == ".." or "/../" in f"/{rel}/":
-                raise ValueError(f"{archive}: refusing the unsafe member name {member.name!r}")
-            dest = os.path.join(out_dir, *rel.split("/"))
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            src = tar.extractfile(member)
-            with open(dest + ".part", "wb") as f:
-                shutil.copyfileobj(src, f, length=1 << 20)
-            os.replace(dest + ".part", dest)
-            written += 1
-    return written
-
-
-def label_counts(labels: np.ndarray, num_classes: int) -> str:
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
-    return ", ".join(f"{i}: {n}" for i, n in enumerate(counts))
-
-
-# ----------------------------------------------------------------------------- IMDB
-
-
-def prepare_tfds(out: str) -> None:
-    import tensorflow_datasets as tfds
-
-    builder = tfds.builder("imdb_reviews", data_dir=out)
-    builder.download_and_prepare(file_format="array_record")
-    print(f"prepared {builder.data_dir}")
+from luna_lra.data import DataError, text
+from luna_lra.data.download import download
+from luna_lra.data.splits import label_counts
+from luna_lra.data.tfds_source import prepare_tfds
 
 
 def prepare_aclimdb(out: str, archive: str | None) -> None:
     if archive is None:
-        archive = download(ACLIMDB_URL, os.path.join(out, "aclImdb_v1.tar.gz"))
-    n = extract_members(archive, out, lambda name: name if _REVIEW_MEMBER.fullmatch(name) else None)
-    print(f"unpacked {n} reviews into {os.path.join(out, 'aclImdb')}")
+        archive = os.path.join(out, "aclImdb_v1.tar.gz")
+        download(text.ACLIMDB_URL, archive)
+    n = text.unpack_aclimdb(archive, out)
+    print(f"unpacked {n} reviews into {os.path.join(out, text.ACLIMDB)}")
 
 
 def check(data_dir: str, source: str) -> int:
     """Prints what is in data_dir; returns the exit status (1 when nothing usable is there)."""
-    from luna_lra.data import DataError
-    from luna_lra.data import text
-
     sources = [source] if source != "auto" else [
         s for s, present in (("aclimdb", text.find_aclimdb(data_dir) is not None),
                              ("tfds", text.tfds_prepared(data_dir))) if present]
@@ -153,11 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.source == "aclimdb" or args.archive:
             prepare_aclimdb(args.out, args.archive)
         else:
-            prepare_tfds(args.out)
+            print(f"prepared {prepare_tfds(text.TFDS_NAME, args.out)}")
     except Exception as e:  # report, with where the files are expected, instead of a traceback
         print(f"error: {type(e).__name__}: {e}\n"
               f"The Text task reads either {os.path.join(args.out, 'aclImdb')}/{{train,test}}/"
-              f"{{pos,neg}}/*.txt (unpack aclImdb_v1.tar.gz from {ACLIMDB_URL} there, or run "
+              f"{{pos,neg}}/*.txt (unpack aclImdb_v1.tar.gz from {text.ACLIMDB_URL} there, or run "
               f"--source aclimdb --archive FILE) or TFDS's imdb_reviews in array_record format "
               f"under {args.out}.", file=sys.stderr)
         return 1

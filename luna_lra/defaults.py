@@ -1,6 +1,8 @@
-"""The full config tree with defaults; configs/<task>.py start from `base_config()`.
+"""The full config tree with defaults, and `recipe()`, which config files build their
+variants with.
 
-Every field a run can set is here, so `--config.x.y=value` on an unknown field fails loudly.
+Every field a run can set is here (task files add their own `data.*` fields), so
+`--config.x.y=value` on an unknown field fails loudly.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.name = ""  # the benchmark's name when it differs from data.task (pathfinder32, pathx)
     c.variant = ""  # which `:variant` of the config file made this config
+    c.config_file = ""  # the config file it came from (set by luna_lra.config.load)
 
     c.data = ml_collections.ConfigDict()
     c.data.task = ""
@@ -30,14 +33,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.proj_len = 256  # Luna's l
     c.model.tie_kv = False  # one projection for key and value (official option)
     c.model.tie_layer_weights = False
-    c.model.normalize_before = False  # Luna: post-LN as in the official LRA runs
+    c.model.normalize_before = False  # Luna: post-LN as in the official LRA runs; pre-LN needs embed_layer_norm=False
     c.model.dropout_rate = 0.1
     c.model.attention_dropout_rate = 0.1
     c.model.activation_dropout_rate = 0.0
     c.model.init = "official"  # "official" (xavier etc.) | "bert" (normal(0, 0.02))
     c.model.use_cls = True
+    c.model.append_eos = False  # a learned eos after the last token (fairseq-preprocess appends </s>)
     c.model.embed_layer_norm = True
-    c.model.positions = "learned"  # "learned" | "sinusoidal" (fixed, the LRA code's default)
+    c.model.positions = "learned"  # "learned" | "sinusoidal": fixed; Luna: LunaLRAEncoder's scaled path
     c.model.pooling = "cls"  # "cls" | "mean"
     c.model.classifier_dim = 2048
     c.model.classifier_layers = 1
@@ -66,25 +70,43 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.keep_checkpoints = 2
     c.train.results_dir = "results"  # the accuracy table is written here; "" = don't
     c.train.progress_bar = True
-
-    # Published test accuracy (%) for this task and model, printed beside ours; 0 = none.
-    c.paper_accuracy = 0.0
-    c.paper_source = ""
     return c
 
 
-def flatten_config(d, prefix: str = "") -> dict:
-    """{'model': {'emb_dim': 512}} -> {'model.emb_dim': 512} (nested dicts or ConfigDicts)."""
-    out = {}
-    for k, v in d.items():
-        if hasattr(v, "items"):
-            out.update(flatten_config(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+
+VARIANTS = ("luna16", "luna128", "luna256", "transformer", "tiny")
 
 
-def check_variant(variant: str, variants, config_file: str) -> None:
-    if variant not in variants:
+def recipe(config_file: str, variant: str, *, data: dict, luna: dict, transformer: dict,
+           tiny: dict, name: str = "") -> ml_collections.ConfigDict:
+    """base_config(), the task's `data` fields, then the variant's recipe:
+
+      luna16/128/256  `luna` (the official Luna recipe) with model.proj_len = 16/128/256
+      transformer     `transformer` (the LRA paper's softmax baseline)
+      tiny            `luna`, then `tiny` (a reduced CPU demo)
+
+    Each recipe is {section: {field: value}}; only `data` may add fields."""
+    if variant not in VARIANTS:
         raise ValueError(f"{config_file}: unknown variant {variant!r}; expected one of "
-                         f"{sorted(variants)} (as --config {config_file}:<variant>)")
+                         f"{list(VARIANTS)} (as --config {config_file}:<variant>)")
+    c = base_config()
+    c.variant, c.name = variant, name
+    update(c, {"data": data}, new_fields=True)
+    if variant == "transformer":
+        update(c, transformer)
+    else:
+        update(c, luna)
+    if variant == "tiny":
+        update(c, tiny)
+    elif variant.startswith("luna"):
+        c.model.proj_len = int(variant[len("luna"):])
+    return c
+
+
+def update(c: ml_collections.ConfigDict, sections: dict, new_fields: bool = False) -> None:
+    """Sets {section: {field: value}} on c; a field c lacks is a typo unless new_fields."""
+    for section, fields in sections.items():
+        for field, value in fields.items():
+            if field not in c[section] and not new_fields:
+                raise KeyError(f"recipe sets unknown field {section}.{field}")
+            c[section][field] = value

@@ -22,7 +22,6 @@ the runs it reports are reduced; an average when any of its five cells is.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -34,7 +33,25 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from luna_lra.defaults import flatten_config
+from luna_lra import config as config_lib
+from luna_lra.metrics_log import read_lines
+
+
+def published_for(result: dict) -> dict[str, Any]:
+    """{'paper_accuracy': the published test accuracy (fraction) for this result's model and
+    task, or None; 'paper_source': where it is from}, from PUBLISHED."""
+    row = PUBLISHED.get(model_label(result), {})
+    figure = row.get(task_column(result)) if _variant(result) in STANDARD_VARIANTS else None
+    return {"paper_accuracy": figure / 100.0 if _is_number(figure) else None,
+            "paper_source": row.get("source", "") if figure is not None else ""}
+
+
+def write_json_atomic(path: str, obj) -> None:
+    """Writes JSON to a temporary name, then renames it: a kill never leaves half a file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
 
 
 def majority_baseline(train_targets, test_targets) -> float:
@@ -113,15 +130,9 @@ PUBLISHED: dict[str, dict[str, Any]] = {
 _TASK_COLUMNS = {"listops": "ListOps", "text": "Text", "imdb": "Text", "retrieval": "Retrieval",
                  "aan": "Retrieval", "image": "Image", "cifar10": "Image",
                  "pathx": "Path-X", "path-x": "Path-X", "path_x": "Path-X"}
-# The config file a task's recipe comes from, when a result's command does not say.
-_COLUMN_CONFIGS = {"ListOps": "listops", "Text": "text", "Retrieval": "retrieval",
-                   "Image": "image", "Pathfinder": "pathfinder32", "Path-X": "pathx"}
-# Config fields that do not change what a run computes: runs differing only here (and in the
-# seed) are seeds of one configuration.
-_BOOKKEEPING = ("seed", "data.data_dir", "data.eval_batch_size", "train.results_dir",
-                "train.progress_bar", "train.log_every", "train.checkpoint_every",
-                "train.keep_checkpoints", "paper_accuracy", "paper_source", "model.attention_impl")
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Runs whose identity (luna_lra.config.identity) differs only in the seed are seeds of one
+# configuration.
+_NOT_SEED_IDENTITY = ("seed",)
 
 
 class BadResultError(ValueError):
@@ -266,90 +277,49 @@ def row_key(result: dict) -> str:
 
 
 def config_spec(result: dict) -> str:
-    """`configs/<task>.py:<variant>` from the result's command (else guessed from the task)."""
-    try:
-        argv = shlex.split(result.get("command") or "")
-    except ValueError:
-        argv = []
-    for i, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-        if arg == "--config" and i + 1 < len(argv):
-            return argv[i + 1]
-    stem = _COLUMN_CONFIGS.get(task_column(result), result["task"])
-    return f"configs/{stem}.py:{_variant(result)}"
+    """`configs/<task>.py:<variant>`: the config file and variant the run was made from."""
+    return f"{result.get('config_file') or '?'}:{_variant(result)}"
 
 
-_RECIPES: dict[str, dict | None] = {}
-
-
-def recipe_config(spec: str) -> dict | None:
-    """The defaults (as a dict) of a config file's variant, or None if it cannot be loaded."""
-    if spec in _RECIPES:
-        return _RECIPES[spec]
-    path, _, variant = spec.partition(":")
-    recipe = None
-    for candidate in (path, os.path.join(_REPO, path)):
-        if candidate.endswith(".py") and os.path.isfile(candidate):
-            try:
-                mod_spec = importlib.util.spec_from_file_location(
-                    f"_luna_lra_recipe_{abs(hash(candidate))}", candidate)
-                module = importlib.util.module_from_spec(mod_spec)
-                mod_spec.loader.exec_module(module)
-                cfg = module.get_config(variant) if variant else module.get_config()
-                recipe = json.loads(cfg.to_json())
-            except Exception:  # noqa: BLE001 - any failure: no recipe, only the tiny rule
-                recipe = None
-            break
-    _RECIPES[spec] = recipe
-    return recipe
-
-
-def reduced_reasons(result: dict) -> tuple[list[str], bool]:
-    """(why this run is a reduced configuration (empty: it is not), whether the recipe was found)."""
+def reduced_reasons(result: dict) -> list[str]:
+    """Why this run is a reduced configuration (empty: it is not): the `tiny` variant, or
+    train.num_steps / data.max_length set below its config file's value."""
     reasons = []
     if _variant(result) == "tiny":
         reasons.append("variant tiny (CPU demo: short sequences, small model)")
-    recipe = recipe_config(config_spec(result))
-    if recipe is not None:
-        have, want = flatten_config(result["config"]), flatten_config(recipe)
-        for field in ("train.num_steps", "data.max_length"):
-            h, w = have.get(field), want.get(field)
-            if _is_number(h) and _is_number(w) and h < w:
-                reasons.append(f"{field} {h} < {w} ({config_spec(result)} default)")
-    return reasons, recipe is not None
+    changed = result.get("changed_from_config_file") or {}
+    for field in ("train.num_steps", "data.max_length"):
+        if field in changed:
+            recipe, ran = changed[field]
+            if _is_number(recipe) and _is_number(ran) and ran < recipe:
+                reasons.append(f"{field} {ran} < {recipe} ({config_spec(result)} default)")
+    return reasons
 
 
 def _identity(result: dict) -> str:
     """Runs with the same identity are seeds of one configuration."""
-    flat = flatten_config(result["config"])
-    return json.dumps({k: v for k, v in sorted(flat.items()) if k not in _BOOKKEEPING},
+    ident = config_lib.identity(result["config"])
+    return json.dumps({k: v for k, v in sorted(ident.items()) if k not in _NOT_SEED_IDENTITY},
                       sort_keys=True, default=str)
 
 
-def _changed_from_recipe(config: dict, spec: str) -> list[str] | None:
-    """`field=value` for each field where `config` differs from its config file's defaults
-    (bookkeeping fields and the seed aside); None if the config file cannot be loaded."""
-    recipe = recipe_config(spec)
-    if recipe is None:
-        return None
-    have, want = flatten_config(config), flatten_config(recipe)
-    return [f"{k}={have[k]!r}" for k in sorted(have)
-            if k not in _BOOKKEEPING and have[k] != want.get(k, "<missing>")]
+def _changed_from_recipe(result: dict) -> list[str]:
+    """`field=value` for each identity field the run set away from its config file's value
+    (the seed aside)."""
+    changed = result.get("changed_from_config_file") or {}
+    keep = config_lib.identity({k: v for k, v in changed.items()})
+    return [f"{k}={changed[k][1]!r}" for k in sorted(keep) if k not in _NOT_SEED_IDENTITY]
 
 
 def _differences(a: dict, b: dict) -> list[str]:
-    fa, fb = flatten_config(a), flatten_config(b)
-    return [f"{k}: {fa.get(k, '<missing>')!r} vs {fb.get(k, '<missing>')!r}"
-            for k in sorted(set(fa) | set(fb))
-            if k not in _BOOKKEEPING and fa.get(k, "<missing>") != fb.get(k, "<missing>")]
+    return config_lib.differences(a, b, ignore=_NOT_SEED_IDENTITY)
 
 
 # ----------------------------------------------------------------------------- the table
 
 
 def _run_record(result: dict, root: str) -> dict[str, Any]:
-    reasons, recipe_found = reduced_reasons(result)
+    reasons = reduced_reasons(result)
     cfg = result["config"]
     return {
         "path": os.path.relpath(result["_path"], root),
@@ -366,7 +336,7 @@ def _run_record(result: dict, root: str) -> dict[str, Any]:
         "command": result.get("command"),
         "reduced": bool(reasons),
         "reduced_reasons": reasons,
-        "recipe_found": recipe_found,
+        "changed_from_config_file": _changed_from_recipe(result),
     }
 
 
@@ -442,8 +412,7 @@ def build_lra_table(results: Sequence[dict], root: str = ".") -> dict[str, Any]:
             cell = dict(cell)
             cell["published"] = published
             cell["config"] = configs[best_ident]
-            cell["changed_from_config_file"] = _changed_from_recipe(
-                configs[best_ident], cell["config_specs"][0])
+            cell["changed_from_config_file"] = ranked[0][1]["runs"][0]["changed_from_config_file"]
             cell["other_configs"] = [
                 {"mean": s["mean"], "std": s["std"], "n": s["n"],
                  "mean_val_accuracy": s["mean_val_accuracy"], "reduced": s["reduced"],
@@ -490,9 +459,9 @@ def build_lra_table(results: Sequence[dict], root: str = ".") -> dict[str, Any]:
 
 REDUCED_RULE = (
     f"{REDUCED_MARK} marks a reduced configuration: a run is reduced when its variant is 'tiny', "
-    "or its train.num_steps or data.max_length is below the defaults of the config file and "
-    "variant it was started from (the --config in its command, e.g. configs/listops.py:luna256; "
-    "when that file cannot be loaded only the 'tiny' rule applies). A cell is marked when the "
+    "or its train.num_steps or data.max_length was set below the value of the config file and "
+    "variant it was started from (recorded in its result.json, changed_from_config_file, e.g. "
+    "configs/listops.py:luna256). A cell is marked when the "
     "runs it reports are reduced, an average when any of its five cells is. Reduced results are "
     "not comparable to the published figures.")
 
@@ -524,8 +493,6 @@ def _config_text(cell: dict) -> str:
     changed = cell.get("changed_from_config_file")
     if changed:
         text += " with " + ", ".join(f"`{c}`" for c in changed)
-    elif changed is None:
-        text += " (config file not found here)"
     return text
 
 
@@ -593,25 +560,6 @@ def render_lra_table(table: dict, command: str = "", skipped: Sequence[str] = ()
 # ----------------------------------------------------------------------------- curves
 
 
-def read_metrics(path: str) -> tuple[list[dict], int]:
-    """(rows of a metrics.jsonl, number of unreadable lines skipped)."""
-    rows, bad = [], 0
-    with open(path) as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-                continue
-            if isinstance(row, dict) and _is_number(row.get("step")):
-                rows.append(row)
-            else:
-                bad += 1
-    return rows, bad
-
-
 def plot_curves(results: Sequence[dict], path: str, root: str = ".") -> list[str]:
     """Writes a PNG: per task a column with validation accuracy (top) and training loss (bottom)
     against step, one line per run (its own colour; the line style tells the model row).
@@ -628,7 +576,7 @@ def plot_curves(results: Sequence[dict], path: str, root: str = ".") -> list[str
         if not os.path.isfile(mpath):
             warns.append(f"{mpath}: missing; no curve for {result['_path']}")
             continue
-        rows, bad = read_metrics(mpath)
+        rows, bad = read_lines(mpath)
         if bad:
             warns.append(f"{mpath}: skipped {bad} unreadable line(s)")
         by_column.setdefault(task_column(result), []).append((result, rows))

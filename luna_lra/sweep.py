@@ -36,7 +36,7 @@ import sys
 import time
 from typing import Any, Iterable, Mapping, Sequence
 
-from luna_lra.defaults import flatten_config
+from luna_lra import config as config_lib
 
 RUN_KEYS = ("config", "overrides", "name")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
@@ -53,15 +53,6 @@ SHORT_NAMES = {
     "data.batch_size": "bs",
     "data.max_length": "len",
 }
-
-# Config fields whose value does not change what a run computes: a result.json that differs
-# from the sweep's config only here still counts as finished.
-BOOKKEEPING_FIELDS = (
-    "data.data_dir", "data.eval_batch_size", "train.results_dir", "train.progress_bar",
-    "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "paper_accuracy",
-    "paper_source", "model.attention_impl",
-)
-
 
 class SweepError(ValueError):
     """A bad sweep file or run; the message names the run."""
@@ -142,50 +133,12 @@ def _load_module(path: str, what: str):
     return module
 
 
-_CONFIG_MODULES: dict[str, Any] = {}
-
-
-def base_config(spec: str, run_name: str = ""):
-    """The ConfigDict `configs/x.py:variant` gives (before overrides)."""
-    who = f"run {run_name!r}: " if run_name else ""
-    path, _, variant = spec.partition(":")
-    if not path.endswith(".py") or not os.path.isfile(path):
-        raise SweepError(f"{who}unknown config path {path!r} (in {spec!r}; no such file from "
-                         f"{os.getcwd()}; expected configs/<task>.py:<variant>)")
-    key = os.path.abspath(path)
+def run_config(run: Mapping[str, Any]):
+    """The config a run trains with (its config file and variant, then its overrides)."""
     try:
-        if key not in _CONFIG_MODULES:
-            _CONFIG_MODULES[key] = _load_module(path, "config")
-        module = _CONFIG_MODULES[key]
-        return module.get_config(variant) if variant else module.get_config()
-    except ValueError as e:  # an unknown variant
-        raise SweepError(f"{who}{e}") from e
-    except Exception as e:  # noqa: BLE001 - a broken config file
-        raise SweepError(f"{who}config {spec!r} could not be loaded: "
-                         f"{type(e).__name__}: {e}") from e
-
-
-def apply_overrides(config, overrides: Mapping[str, Any], run_name: str = ""):
-    """Sets each `a.b.c` field of `config` (a ConfigDict) in place, refusing unknown fields and
-    values of the wrong type with the run's name."""
-    who = f"run {run_name!r}: " if run_name else ""
-    for field, value in overrides.items():
-        node, parts = config, field.split(".")
-        for i, part in enumerate(parts):
-            if not hasattr(node, "keys") or part not in node:
-                where = ".".join(parts[:i]) or "the top level"
-                known = sorted(node.keys()) if hasattr(node, "keys") else []
-                raise SweepError(f"{who}override {field!r}: the config has no field {part!r} "
-                                 f"under {where}; expected one of {known}")
-            if i < len(parts) - 1:
-                node = node[part]
-        if isinstance(value, (dict, list, tuple)) or value is None:
-            raise SweepError(f"{who}override {field}={value!r}: give a str, int, float or bool")
-        try:
-            node[parts[-1]] = value
-        except (TypeError, ValueError) as e:
-            raise SweepError(f"{who}override {field}={value!r}: {e}") from e
-    return config
+        return config_lib.load(run["config"], run["overrides"])
+    except config_lib.ConfigError as e:
+        raise SweepError(f"run {run['name']!r}: {e}") from e
 
 
 def check_runs(runs: Any, source: str = "the sweep", *, check_configs: bool = True) -> list[dict]:
@@ -228,10 +181,14 @@ def check_runs(runs: Any, source: str = "the sweep", *, check_configs: bool = Tr
             raise SweepError(f"{source}: {label}: 'overrides' must be a dict of field -> value, "
                              f"got {overrides!r}")
         run = {"config": run["config"], "overrides": dict(overrides), "name": name}
+        for field, value in run["overrides"].items():
+            if isinstance(value, (dict, list, tuple)) or value is None:
+                raise SweepError(f"{source}: {label}: override {field}={value!r}: give a str, "
+                                 "int, float or bool")
         if check_configs:
             try:
-                apply_overrides(base_config(run["config"]), run["overrides"])
-            except SweepError as e:
+                config_lib.load(run["config"], run["overrides"])
+            except config_lib.ConfigError as e:
                 raise SweepError(f"{source}: {label}: {e}") from e
         out.append(run)
     return out
@@ -298,13 +255,13 @@ def launch_command(run: Mapping[str, Any], workdir: str, kind: str, *, tpu_name:
 
 
 def run_status(run: Mapping[str, Any], workdir: str) -> tuple[str, str]:
-    """('finished' | 'resume' | 'new' | 'stale', why).
+    """('finished' | 'resume' | 'new' | 'stale', why), by luna_lra.config's definition of
+    the same run.
 
-    finished: result.json is valid and was made with the run's config (bookkeeping fields such
-    as data.data_dir aside). resume: no valid result.json yet, or one made with fewer
-    train.num_steps / other train.* fields only (the trainer continues from the checkpoint).
-    stale: a valid result.json made with another seed/data/model/optim config, or more steps:
-    refused (rerunning would not give this run's result).
+    finished: result.json is valid and its config is the run's (bookkeeping fields such as
+    data.data_dir aside). resume: no valid result.json yet, or one the trainer can continue
+    (a longer train.num_steps). stale: a valid result.json of another run: refused (running
+    it would not give this run's result).
     """
     from luna_lra import report  # light: numpy only
 
@@ -314,39 +271,20 @@ def run_status(run: Mapping[str, Any], workdir: str) -> tuple[str, str]:
             result = report.load_result(path)
         except report.BadResultError as e:
             return "resume", f"result.json is not valid ({e}); running it again"
-        diffs = config_differences(result["config"], expected_config(run))
-        if not diffs:
+        want = config_lib.to_dict(run_config(run))
+        if not config_lib.differences(result["config"], want):
             return "finished", f"{path}: test accuracy {100 * result['test_accuracy']:.2f}%"
-        have = flatten_config(result["config"]).get("train.num_steps", 0)
-        want = flatten_config(expected_config(run)).get("train.num_steps", 0)
-        if all(d.startswith("train.") for d in diffs) and want >= have:
-            # More steps (or another eval schedule): the trainer continues from the checkpoint.
-            return "resume", f"continuing ({'; '.join(diffs)})"
-        return "stale", (f"{path} was made with another config: " + "; ".join(diffs) +
-                         ". Use another --root, or remove that workdir to run it again.")
+        blockers = config_lib.extension_blockers(result["config"], want)
+        if not blockers:
+            return "resume", "continuing to more steps"
+        return "stale", (f"{path} was made with another config: " + "; ".join(blockers) +
+                         " (result vs sweep). Use another --root, or remove that workdir to "
+                         "run it again.")
     ckpt = os.path.join(workdir, "checkpoints")
     if os.path.isdir(ckpt) and any(n.isdigit() for n in os.listdir(ckpt)):
         steps = sorted(int(n) for n in os.listdir(ckpt) if n.isdigit())
         return "resume", f"resuming from the checkpoint at step {steps[-1]}"
     return "new", "starting"
-
-
-def expected_config(run: Mapping[str, Any]) -> dict:
-    config = apply_overrides(base_config(run["config"], run["name"]), run["overrides"], run["name"])
-    return json.loads(config.to_json())
-
-
-def config_differences(have: Mapping, want: Mapping) -> list[str]:
-    a, b = flatten_config(have), flatten_config(want)
-    diffs = []
-    for key in sorted(set(a) | set(b)):
-        if key in BOOKKEEPING_FIELDS:
-            continue
-        va, vb = a.get(key, "<missing>"), b.get(key, "<missing>")
-        if va != vb and not (isinstance(va, (int, float)) and isinstance(vb, (int, float))
-                             and float(va) == float(vb)):
-            diffs.append(f"{key}: result {va!r}, sweep {vb!r}")
-    return diffs
 
 
 # ----------------------------------------------------------------------------- running

@@ -3,13 +3,14 @@ checkpoints, metrics and the final result.
 
 The global batch is sharded on the mesh's `data` axis and parameters are replicated; jit
 inserts the gradient all-reduce. The same code runs on one CPU, eight GPUs or a pod slice.
+A run is: check the config, load the data, build the model, restore or initialise the state,
+the loop (train, log, evaluate, save), finish (result.json).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+import datetime
 import logging
 import os
 import platform
@@ -23,50 +24,36 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
-from etils import epath
 from flax.training import train_state
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from luna_lra import checkpoints as ckpt_lib
+from luna_lra import config as config_lib
 from luna_lra import data as data_lib
 from luna_lra import ops, provenance, report
 from luna_lra.data import pipeline
+from luna_lra.metrics_log import MetricsWriter
 from luna_lra.models import build_model
 
 log = logging.getLogger("luna_lra")
 
-# Config fields that must match between a checkpoint and the run resuming from it.
-RESUME_FIELDS = ("seed", "data", "model", "optim")
-
 
 class TrainingError(RuntimeError):
-    pass
+    """The run cannot go on; the message says why in one line."""
+
+
+class Refused(TrainingError):
+    """The run cannot start as asked (the workdir holds another run, or cannot be written):
+    a mistake no retry fixes."""
+
+
+class Diverged(TrainingError):
+    """A non-finite loss or state (no retry fixes it)."""
 
 
 class Preempted(Exception):
-    """SIGTERM arrived; a checkpoint of the last finished step was written."""
-
-
-class _SigtermFlag:
-    """Turns SIGTERM (a preemption notice) into a flag the loop checks after each step."""
-
-    def __init__(self):
-        self.raised = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        self.raised = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+    """A preemption notice arrived; a checkpoint of the last finished step was written."""
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -83,19 +70,13 @@ def make_schedule(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.Sched
     def warmup(step):
         return init + (peak - init) * step / max(warm, 1)
 
-    if cfg.schedule == "inverse_sqrt":
-        def after(step):
+    def after(step):
+        if cfg.schedule == "inverse_sqrt":
             return peak * jnp.sqrt(max(warm, 1) / jnp.maximum(step, 1.0))
-    elif cfg.schedule == "cosine":
-        def after(step):
+        if cfg.schedule == "cosine":
             frac = jnp.clip((step - warm) / max(num_steps - warm, 1), 0.0, 1.0)
             return cfg.end_lr + 0.5 * (peak - cfg.end_lr) * (1 + jnp.cos(jnp.pi * frac))
-    elif cfg.schedule == "constant":
-        def after(step):
-            return peak * jnp.ones_like(step)
-    else:
-        raise ValueError(f"config field optim.schedule: expected 'inverse_sqrt', 'cosine' or "
-                         f"'constant', got {cfg.schedule!r}")
+        return peak * jnp.ones_like(step)  # constant
 
     def schedule(step):
         step = jnp.asarray(step, jnp.float32)
@@ -119,7 +100,13 @@ def _model_args(batch):
     return (batch["inputs"], batch["mask"], batch.get("inputs2"), batch.get("mask2"))
 
 
+def _all_finite(tree):
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def make_steps(model, schedule):
+    """(train_step(state, batch, rng) -> (state, metrics), eval_step(params, batch) -> sums).
+    metrics["finite"]: the loss and every updated parameter are finite."""
     def train_step(state, batch, rng):
         dropout_rng = jax.random.fold_in(rng, state.step)
 
@@ -130,13 +117,15 @@ def make_steps(model, schedule):
             return loss.mean(), logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        new_state = state.apply_gradients(grads=grads)
         metrics = {
             "loss": loss,
             "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["targets"]),
             "grad_norm": jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))),
             "learning_rate": schedule(state.step),
+            "finite": jnp.isfinite(loss) & _all_finite(new_state.params),
         }
-        return state.apply_gradients(grads=grads), metrics
+        return new_state, metrics
 
     def eval_step(params, batch):
         logits = model.apply({"params": params}, *_model_args(batch), train=False)
@@ -148,7 +137,7 @@ def make_steps(model, schedule):
     return train_step, eval_step
 
 
-# ----------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------- the pieces
 
 
 @dataclasses.dataclass
@@ -159,40 +148,48 @@ class Progress:
     best_step: int = -1
     test_at_best: float = -1.0
     val_history: list = dataclasses.field(default_factory=list)
+    started_at: str = dataclasses.field(default_factory=lambda: utc_now())  # the first start
 
 
-def to_host(tree):
-    """numpy copies of replicated arrays; works on every process of a multi-host run, where
-    jax.device_get refuses arrays that span other hosts' devices."""
-    def one(x):
-        return np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x)
-    return jax.tree.map(one, tree)
+@dataclasses.dataclass
+class Run:
+    """Everything one run needs, built once by `setup`."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    splits: dict
+    task: data_lib.TaskInfo
+    model: Any
+    mesh: Mesh
+    checkpoints: ckpt_lib.Checkpoints
+    train_batches: pipeline.TrainBatches
+    p_train: Any = None
+    p_eval: Any = None
+
+    @property
+    def replicated(self):
+        return NamedSharding(self.mesh, P())
+
+    @property
+    def batch_sharding(self):
+        return NamedSharding(self.mesh, P("data"))
+
+    def to_global(self, batch):
+        return {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
+                for k, v in batch.items()}
 
 
-def params_digest(params) -> str:
-    """sha256 over the parameter bytes in tree order: equal digests mean bitwise-equal weights."""
-    h = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_flatten_with_path(to_host(params))[0]:
-        h.update(jax.tree_util.keystr(path).encode())
-        h.update(np.ascontiguousarray(leaf).tobytes())
-    return h.hexdigest()
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def load_params(workdir: str, step: int | None = None, best: bool = False):
-    """The parameters of a run's checkpoint (the latest, a given step, or the best) as numpy
-    arrays, whatever device layout wrote them."""
-    directory = os.path.abspath(os.path.join(workdir, "best" if best else "checkpoints"))
-    steps = sorted(int(n) for n in os.listdir(directory) if n.isdigit()) \
-        if os.path.isdir(directory) else []
-    if not steps:
-        raise FileNotFoundError(f"no checkpoint in {directory}")
-    step = steps[-1] if step is None else step
-    path = os.path.join(directory, str(step), "params" if best else "state")
-    checkpointer = ocp.PyTreeCheckpointer()
-    tree = checkpointer.metadata(path).item_metadata.tree
-    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
-    return restored if best else restored["params"]
+def host_names() -> list[str]:
+    """The host name of every process, in process order."""
+    name = np.frombuffer(platform.node().encode()[:64].ljust(64), np.uint8)
+    if jax.process_count() == 1:
+        return [platform.node()]
+    names = multihost_utils.process_allgather(name)
+    return [bytes(row).rstrip(b" ").decode(errors="replace") for row in np.asarray(names)]
 
 
 def machine_description() -> str:
@@ -201,93 +198,21 @@ def machine_description() -> str:
             f"{jax.process_count()} process(es), {os.cpu_count()} CPU cores, {platform.machine()}")
 
 
-def _config_diff(a: dict, b: dict, prefix="") -> list[str]:
-    diffs = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key, "<missing>"), b.get(key, "<missing>")
-        if isinstance(va, dict) and isinstance(vb, dict):
-            diffs += _config_diff(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            diffs.append(f"{prefix}{key}: checkpoint {va!r}, this run {vb!r}")
-    return diffs
+def check_workdir(workdir: str) -> None:
+    """A workdir the run can write to, or TrainingError naming it (before any data is read)."""
+    from etils import epath
+
+    probe = epath.Path(workdir) / ".luna_lra_write_test"
+    try:
+        epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise Refused(f"--workdir {workdir}: cannot write there "
+                            f"({type(e).__name__}: {e.strerror or e})") from None
 
 
-def _resume_view(config_dict: dict) -> dict:
-    return {k: config_dict[k] for k in RESUME_FIELDS if k in config_dict}
-
-
-def _checkpoint_dir(workdir: str, name: str) -> str:
-    """Orbax wants absolute local paths; remote ones (gs://...) pass as they are."""
-    path = os.path.join(workdir, name)
-    return os.path.abspath(path) if _is_local(workdir) else path
-
-
-def _is_local(path: str) -> bool:
-    return "://" not in path
-
-
-class MetricsWriter:
-    """JSON lines + TensorBoard events in the workdir, written by process 0 only.
-
-    Local files are appended to; a remote workdir (gs://...) has its file rewritten whole,
-    since object stores cannot append.
-    """
-
-    def __init__(self, workdir: str, resume_step: int):
-        self.enabled = jax.process_index() == 0
-        self.path = epath.Path(workdir) / "metrics.jsonl"
-        self.lines: list[str] = []
-        self.tb = None
-        if not self.enabled:
-            return
-        if self.path.exists():  # drop lines past the checkpoint we resume from
-            self.lines = [l + "\n" for l in self.path.read_text().splitlines()
-                          if l.strip() and json.loads(l).get("step", 0) <= resume_step]
-        self.path.write_text("".join(self.lines))
-        try:
-            from tensorboardX import SummaryWriter
-            self.tb = SummaryWriter(os.fspath(epath.Path(workdir) / "tensorboard"))
-        except ImportError:  # optional at run time
-            log.warning("tensorboardX is not installed: no TensorBoard events are written")
-
-    def write(self, step: int, split: str, metrics: dict[str, float]):
-        if not self.enabled:
-            return
-        line = json.dumps({"step": step, "split": split, **metrics}) + "\n"
-        self.lines.append(line)
-        if _is_local(os.fspath(self.path)):
-            with self.path.open("a") as f:
-                f.write(line)
-        else:
-            self.path.write_text("".join(self.lines))
-        if self.tb is not None:
-            for k, v in metrics.items():
-                self.tb.add_scalar(f"{split}/{k}", v, step)
-
-    def close(self):
-        if self.tb is not None:
-            self.tb.close()
-
-
-# ----------------------------------------------------------------------------- the run
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       command: str = "") -> dict[str, Any]:
-    """Trains, evaluates on val every train.eval_every steps (test whenever val improves),
-    checkpoints, and returns (and writes to workdir/result.json) the final result."""
-    # One mesh over every device of every host. Setting it as the current mesh lets the
-    # attention kernels run per device on their share of the batch (see luna_lra.ops).
-    mesh = Mesh(np.asarray(jax.devices()), ("data",))
-    with jax.set_mesh(mesh):
-        return _train_and_evaluate(config, workdir, command, mesh)
-
-
-def _train_and_evaluate(config, workdir, command, mesh) -> dict[str, Any]:
-    t_start = time.time()
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    if not config.data.task:
-        raise ValueError("config field data.task is empty: use a config file from configs/")
+def load_data(config) -> tuple[dict, data_lib.TaskInfo]:
     task_module = data_lib.get_task_module(config.data.task)
     if hasattr(task_module, "prepare_if_missing"):
         task_module.prepare_if_missing(config.data)
@@ -301,204 +226,293 @@ def _train_and_evaluate(config, workdir, command, mesh) -> dict[str, Any]:
         if width > task.max_length:
             raise data_lib.DataError(f"{name} inputs are {width} wide, more than "
                                      f"data.max_length={task.max_length}")
+    return splits, task
 
-    # Parameters are replicated; the batch dimension is sharded on the `data` axis.
-    devices = jax.devices()
-    replicated = NamedSharding(mesh, P())
-    batch_sharding = NamedSharding(mesh, P("data"))
-    for field in ("batch_size", "eval_batch_size"):
-        if config.data[field] % len(devices):
-            raise ValueError(f"config field data.{field}={config.data[field]} must be a multiple "
-                             f"of the {len(devices)} devices")
-    n_proc, proc = jax.process_count(), jax.process_index()
 
+def setup(config, workdir: str, mesh: Mesh) -> Run:
+    splits, task = load_data(config)
     model = build_model(config.model, task)
-    if config.model.name == "luna":
-        log.info("Luna attention: model.attention_impl=%r runs %r on backend %r",
-                 config.model.attention_impl, _resolved_impl(config.model.attention_impl),
-                 jax.default_backend())
-    num_steps = int(config.train.num_steps)
-    tx, schedule = make_optimizer(config.optim, num_steps)
-
     train_batches = pipeline.TrainBatches(splits["train"], config.data.batch_size, config.seed,
-                                          proc, n_proc)
-    sample = train_batches(0)
-    init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-    init_args = [jnp.asarray(sample[k][:1]) if k in sample else None
-                 for k in ("inputs", "mask", "inputs2", "mask2")]
-    params = jax.jit(lambda r: model.init(r, *init_args, train=False)["params"],
-                     out_shardings=replicated)(init_rng)
-    state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
-    state = jax.device_put(state, replicated)
-    num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+                                          jax.process_index(), jax.process_count())
+    checkpoints = ckpt_lib.Checkpoints(workdir, keep=config.train.keep_checkpoints,
+                                       every=config.train.checkpoint_every,
+                                       last_step=config.train.num_steps)
+    return Run(config, workdir, splits, task, model, mesh, checkpoints, train_batches)
 
-    # Checkpoints: resume from the latest complete one. Orbax writes each step to a temporary
-    # directory and renames it when complete, so a save cut short by a kill is never listed.
-    ckpt_dir = _checkpoint_dir(workdir, "checkpoints")
-    manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
-        max_to_keep=config.train.keep_checkpoints, create=True))
-    # The parameters at the best validation accuracy, saved synchronously and only once the
-    # other manager's save has finished: Orbax's cross-process barriers carry names that are
-    # not unique per manager, so two managers saving at once fail in a multi-host run.
-    best_manager = ocp.CheckpointManager(
-        _checkpoint_dir(workdir, "best"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
-                                             enable_async_checkpointing=False))
-    progress = Progress()
-    config_dict = json.loads(config.to_json())
-    start_step = 0
-    if manager.latest_step() is not None:
-        step = manager.latest_step()
-        # The config first: restoring arrays of another shape would fail less helpfully.
-        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        diffs = _config_diff(_resume_view(meta["config"]), _resume_view(config_dict))
-        if diffs:
-            raise TrainingError(
-                f"{ckpt_dir}/{step} was written with another config; refusing to resume. Differing "
-                "fields:\n  " + "\n  ".join(diffs) + "\nUse a new --workdir or the original config.")
-        state = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(state)))["state"]
-        progress = Progress(**meta["progress"])
-        start_step = int(state.step)
-        log.info("resumed from %s at step %d", ckpt_dir, start_step)
 
-    def meta_now():
-        return {"config": config_dict, "progress": dataclasses.asdict(progress)}
+def state_initializer(run: Run, tx):
+    """init(rng) -> TrainState, to be traced abstractly or jit-compiled sharded."""
+    sample = run.train_batches(0)
+    args = [jnp.asarray(sample[k][:1]) if k in sample else None
+            for k in ("inputs", "mask", "inputs2", "mask2")]
 
-    saved_steps = {start_step}  # known alike on every process, unlike the directory listing
+    def init(rng):
+        params = run.model.init(rng, *args, train=False)["params"]
+        return train_state.TrainState.create(apply_fn=run.model.apply, params=params, tx=tx)
 
-    def save(step: int):
-        if step in saved_steps:
-            return
-        saved_steps.add(step)
-        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                   meta=ocp.args.JsonSave(meta_now())), force=True)
+    return init
 
-    train_step, eval_step = make_steps(model, schedule)
-    p_train = jax.jit(train_step, in_shardings=(replicated, batch_sharding, replicated),
-                      out_shardings=(replicated, replicated), donate_argnums=0)
-    p_eval = jax.jit(eval_step, in_shardings=(replicated, batch_sharding), out_shardings=replicated)
 
-    def to_global(batch):
-        return {k: jax.make_array_from_process_local_data(batch_sharding, v)
-                for k, v in batch.items()}
+def restore_or_init(run: Run, tx, init_rng) -> tuple[Any, Progress]:
+    """The newest intact checkpoint made with this run's config, else a fresh state."""
+    init = state_initializer(run, tx)
+    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                                           sharding=run.replicated),
+                            jax.eval_shape(init, init_rng))
+    this = config_lib.to_dict(run.config)
 
-    def evaluate(split_name: str) -> dict[str, float]:
-        totals = {"correct": 0.0, "loss": 0.0, "count": 0.0}
-        for batch in pipeline.eval_batches(splits[split_name], config.data.eval_batch_size,
-                                           proc, n_proc):
-            out = to_host(p_eval(state.params, to_global(batch)))
-            for k in totals:
-                totals[k] += float(out[k])
-        expected = len(splits[split_name]["targets"])
-        if int(totals["count"]) != expected:
-            raise TrainingError(f"{split_name}: evaluated {totals['count']} examples, expected "
-                                f"{expected}")
-        return {"accuracy": totals["correct"] / totals["count"],
-                "loss": totals["loss"] / totals["count"], "examples": expected}
+    def check_meta(meta, where):
+        blockers = config_lib.extension_blockers(meta["config"], this)
+        if blockers:
+            raise Refused(f"{where} was made with another config ({'; '.join(blockers)}, "
+                                "as checkpoint vs this run); use a new --workdir or that config")
 
-    val_is_test = splits["val"]["inputs"] is splits["test"]["inputs"]
-    writer = MetricsWriter(workdir, start_step)
-    log.info("model %s (%s), %d parameters; %s; %d train / %d val / %d test examples",
-             config.model.name, config.variant, num_params, machine_description(),
-             len(splits["train"]["targets"]), len(splits["val"]["targets"]),
-             len(splits["test"]["targets"]))
+    restored = run.checkpoints.restore_latest(abstract, check_meta)
+    if restored is None:
+        return jax.jit(init, out_shardings=run.replicated)(init_rng), Progress()
+    state, meta = restored
+    step = int(state.step)
+    if step > run.config.train.num_steps:
+        raise Refused(f"{run.checkpoints.path}/{step} is past config field "
+                            f"train.num_steps={run.config.train.num_steps}; give at least {step}")
+    log.info("resumed from %s at step %d", run.checkpoints.path, step)
+    return state, Progress(**meta["progress"])
 
-    bar = None
-    if config.train.progress_bar and proc == 0:
-        from tqdm import tqdm
-        bar = tqdm(total=num_steps, initial=start_step, desc=f"{config.data.task}:{config.variant}",
-                   dynamic_ncols=True, file=sys.stdout)
-    pending: list[dict] = []
-    t_compile = None
-    try:
-        with _SigtermFlag() as sigterm:
-            for step in range(start_step, num_steps):
-                t0 = time.time()
-                state, metrics = p_train(state, to_global(train_batches(step)), dropout_rng)
-                if t_compile is None:
-                    jax.block_until_ready(metrics)
-                    t_compile = time.time() - t0
-                pending.append(metrics)
+
+def compile_steps(run: Run, schedule) -> None:
+    train_step, eval_step = make_steps(run.model, schedule)
+    rep, batch = run.replicated, run.batch_sharding
+    run.p_train = jax.jit(train_step, in_shardings=(rep, batch, rep), out_shardings=(rep, rep),
+                          donate_argnums=0)
+    run.p_eval = jax.jit(eval_step, in_shardings=(rep, batch), out_shardings=rep)
+
+
+def evaluate(run: Run, params, split_name: str) -> dict[str, float]:
+    totals = {"correct": 0.0, "loss": 0.0, "count": 0.0}
+    split = run.splits[split_name]
+    for batch in pipeline.eval_batches(split, run.config.data.eval_batch_size,
+                                       jax.process_index(), jax.process_count(), split_name):
+        out = ckpt_lib.to_host(run.p_eval(params, run.to_global(batch)))
+        for k in totals:
+            totals[k] += float(out[k])
+    expected = len(split["targets"])
+    if int(totals["count"]) != expected:
+        raise TrainingError(f"{split_name}: evaluated {totals['count']} examples, expected "
+                            f"{expected}")
+    return {"accuracy": totals["correct"] / totals["count"],
+            "loss": totals["loss"] / totals["count"], "examples": expected}
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class PreemptionNotice:
+    """Whether to save and stop after a step. Several processes: JAX's preemption sync point
+    (through Orbax), so every process stops at the same step. One process: a SIGTERM flag
+    (JAX's preemption service needs jax.distributed)."""
+
+    def __init__(self, checkpoints: ckpt_lib.Checkpoints):
+        self.checkpoints, self.flag, self._previous = checkpoints, False, None
+
+    def __enter__(self):
+        if jax.process_count() == 1:
+            try:
+                self._previous = signal.signal(signal.SIGTERM, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.flag = True
+
+    def reached(self, step: int) -> bool:
+        if jax.process_count() == 1:
+            return self.flag
+        return self.checkpoints.preempted(step)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class Loop:
+    """The training loop of a run: train, log, evaluate, save; one method per concern."""
+
+    def __init__(self, run: Run, state, progress: Progress, dropout_rng):
+        self.run, self.state, self.progress, self.rng = run, state, progress, dropout_rng
+        self.cfg = run.config.train
+        self.pending: list[tuple[int, dict]] = []  # (step, metrics) not yet checked/logged
+        self.writer = MetricsWriter(run.workdir, int(state.step))
+        self.val_is_test = run.splits["val"]["inputs"] is run.splits["test"]["inputs"]
+        self.bar, self.compile_seconds = None, None
+        self.last_status, self.speed = None, None  # (step, time) of the last status.json
+
+    def run_steps(self) -> None:
+        start, num_steps = int(self.state.step), self.cfg.num_steps
+        if self.cfg.progress_bar and jax.process_index() == 0:
+            from tqdm import tqdm
+            self.bar = tqdm(total=num_steps, initial=start, dynamic_ncols=True, file=sys.stdout,
+                            desc=f"{self.run.config.data.task}:{self.run.config.variant}")
+        with PreemptionNotice(self.run.checkpoints) as notice:
+            for step in range(start, num_steps):
+                self.train_one(step)
                 done = step + 1
-                if done % config.train.log_every == 0 or done == num_steps:
-                    rows = to_host(pending)
-                    pending = []
-                    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-                    if not np.isfinite(mean["loss"]):
-                        last = manager.latest_step()
-                        raise TrainingError(
-                            f"non-finite training loss at step {done} (mean over the last "
-                            f"{len(rows)} steps); last good checkpoint: "
-                            f"{f'{ckpt_dir}/{last}' if last is not None else 'none'}")
-                    writer.write(done, "train", mean)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{mean['loss']:.3f}", acc=f"{mean['accuracy']:.3f}")
-                if done % config.train.eval_every == 0 or done == num_steps:
-                    val = evaluate("val")
-                    writer.write(done, "val", val)
-                    progress.val_history.append([done, val["accuracy"]])
-                    if val["accuracy"] > progress.best_val_accuracy:
-                        # Text evaluates on the test split as its validation split (as LRA).
-                        test = val if val_is_test else evaluate("test")
-                        writer.write(done, "test", test)
-                        progress.best_val_accuracy = val["accuracy"]
-                        progress.best_step, progress.test_at_best = done, test["accuracy"]
-                        manager.wait_until_finished()
-                        best_manager.save(done, args=ocp.args.Composite(
-                            params=ocp.args.StandardSave(state.params),
-                            meta=ocp.args.JsonSave(meta_now())), force=True)
-                    msg = (f"step {done}: val accuracy {val['accuracy']:.4f} (best "
-                           f"{progress.best_val_accuracy:.4f} at step {progress.best_step}, test "
-                           f"there {progress.test_at_best:.4f})")
-                    (bar.write if bar is not None else print)(msg)
-                if done % config.train.checkpoint_every == 0 or done == num_steps:
-                    save(done)
-                if bar is not None:
-                    bar.update(1)
-                if sigterm.raised:
-                    save(done)
-                    manager.wait_until_finished()
-                    raise Preempted(f"SIGTERM at step {done}: saved {ckpt_dir}/{done}; run the "
-                                    "same command to resume")
-    finally:
-        if bar is not None:
-            bar.close()
-        manager.wait_until_finished()
-        best_manager.wait_until_finished()
-        writer.close()
-    manager.close()
-    best_manager.close()
+                if done % self.cfg.log_every == 0 or done == num_steps:
+                    self.log_train(done)
+                improved = (done % self.cfg.eval_every == 0 or done == num_steps) \
+                    and self.evaluate_val(done)
+                preempted = notice.reached(done)
+                if improved or preempted or self.run.checkpoints.due(done):
+                    self.save(done, improved)
+                if self.bar is not None:
+                    self.bar.update(1)
+                if preempted:
+                    self.run.checkpoints.wait()
+                    raise Preempted(f"preemption notice at step {done}: saved "
+                                    f"{self.run.checkpoints.path}/{done}; run the same command "
+                                    "to resume")
 
-    majority = report.majority_baseline(splits["train"]["targets"], splits["test"]["targets"])
+    def train_one(self, step: int) -> None:
+        t0 = time.time()
+        batch = self.run.to_global(self.run.train_batches(step))
+        self.state, metrics = self.run.p_train(self.state, batch, self.rng)
+        if self.compile_seconds is None:
+            jax.block_until_ready(metrics)
+            self.compile_seconds = time.time() - t0
+        self.pending.append((step + 1, metrics))
+
+    def check_finite(self) -> list[dict]:
+        """Host copies of the pending metrics; Diverged at the first non-finite step."""
+        rows = [(s, ckpt_lib.to_host(m)) for s, m in self.pending]
+        for s, row in rows:
+            if not bool(row["finite"]):
+                last = self.run.checkpoints.latest_step()
+                raise Diverged(
+                    f"non-finite loss or weights at step {s} (loss {float(row['loss']):.4g}, "
+                    f"gradient norm {float(row['grad_norm']):.4g}); last good checkpoint: "
+                    + (f"{self.run.checkpoints.path}/{last}" if last is not None else "none")
+                    + "; lower optim.learning_rate or set optim.grad_clip_norm")
+        return [row for _, row in rows]
+
+    def log_train(self, done: int) -> None:
+        self.run.checkpoints.check_for_errors()  # a failed background save stops the run now
+        rows = self.check_finite()
+        self.pending = []
+        mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "finite"}
+        self.writer.write(done, "train", mean)
+        self.write_status(done)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{mean['loss']:.3f}", acc=f"{mean['accuracy']:.3f}")
+
+    def write_status(self, done: int) -> None:
+        """WORKDIR/status.json: where the run is, for `luna_lra.sweep --status`."""
+        now = time.time()
+        if self.last_status is not None:
+            step0, t0 = self.last_status
+            self.speed = (done - step0) / max(now - t0, 1e-9)
+        self.last_status = (done, now)
+        if jax.process_index() == 0:
+            report.write_json_atomic(os.path.join(self.run.workdir, "status.json"), {
+                "step": done, "num_steps": self.cfg.num_steps, "steps_per_second": self.speed,
+                "best_val_accuracy": self.progress.best_val_accuracy,
+                "best_step": self.progress.best_step, "updated_at": utc_now()})
+
+    def evaluate_val(self, done: int) -> bool:
+        """Evaluates val (and test when val improves); returns whether val improved."""
+        val = evaluate(self.run, self.state.params, "val")
+        self.writer.write(done, "val", val)
+        p = self.progress
+        p.val_history.append([done, val["accuracy"]])
+        improved = val["accuracy"] > p.best_val_accuracy
+        if improved:  # Text evaluates on the test split as its validation split (as LRA)
+            test = val if self.val_is_test else evaluate(self.run, self.state.params, "test")
+            self.writer.write(done, "test", test)
+            p.best_val_accuracy, p.best_step, p.test_at_best = val["accuracy"], done, \
+                test["accuracy"]
+        msg = (f"step {done}: val accuracy {val['accuracy']:.4f} (best "
+               f"{p.best_val_accuracy:.4f} at step {p.best_step}, test there "
+               f"{p.test_at_best:.4f})")
+        (self.bar.write if self.bar is not None else print)(msg)
+        return improved
+
+    def save(self, done: int, improved: bool) -> None:
+        self.check_finite()  # a checkpoint holds only weights known to be finite
+        meta = {"config": config_lib.to_dict(self.run.config),
+                "progress": dataclasses.asdict(self.progress)}
+        self.run.checkpoints.save(done, self.state, meta,
+                                  self.progress.best_val_accuracy if improved else None)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.writer.close()
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, command: str = "",
+                       changed: dict | None = None) -> dict[str, Any]:
+    """Trains, evaluates on val every train.eval_every steps (test whenever val improves),
+    checkpoints, and returns (and writes to workdir/result.json) the final result.
+    `changed`: {field: [config file's value, this run's]} for the record."""
+    config_lib.check(config, devices=jax.device_count(), processes=jax.process_count(),
+                     backend=jax.default_backend())
+    check_workdir(workdir)
+    # One mesh over every device of every host. Setting it as the current mesh lets the
+    # attention kernels run per device on their share of the batch (see luna_lra.ops).
+    mesh = Mesh(np.asarray(jax.devices()), ("data",))
+    with jax.set_mesh(mesh):
+        started = time.time()
+        run = setup(config, workdir, mesh)
+        tx, schedule = make_optimizer(config.optim, config.train.num_steps)
+        init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+        state, progress = restore_or_init(run, tx, init_rng)
+        compile_steps(run, schedule)
+        log_start(run, state)
+        loop = Loop(run, state, progress, dropout_rng)
+        try:
+            loop.run_steps()
+        except ckpt_lib.NonFiniteState as e:
+            raise Diverged(str(e)) from None
+        finally:
+            loop.close()
+            run.checkpoints.close()
+        return finish(run, loop, started, command, changed or {})
+
+
+def log_start(run: Run, state) -> None:
+    cfg = run.config
+    if cfg.model.name == "luna":
+        log.info("Luna attention: model.attention_impl=%r runs %r on backend %r",
+                 cfg.model.attention_impl, ops.resolve_impl(cfg.model.attention_impl),
+                 jax.default_backend())
+    num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
+    log.info("model %s (%s), %d parameters; %s; %d train / %d val / %d test examples",
+             cfg.model.name, cfg.variant, num_params, machine_description(),
+             *(len(run.splits[s]["targets"]) for s in ("train", "val", "test")))
+
+
+def finish(run: Run, loop: Loop, started: float, command: str, changed: dict) -> dict:
+    cfg, p = run.config, loop.progress
     result = {
-        "task": config.data.task,
-        "name": config.name or config.data.task,
-        "variant": config.variant,
-        "model": config.model.name,
-        "test_accuracy": progress.test_at_best,
-        "val_accuracy": progress.best_val_accuracy,
-        "step": progress.best_step,
-        "num_steps": num_steps,
-        "majority_baseline_test_accuracy": majority,
-        "paper_accuracy": config.paper_accuracy / 100.0 if config.paper_accuracy else None,
-        "paper_source": config.paper_source,
-        "num_params": num_params,
-        "params_sha256": params_digest(state.params),
-        "compile_seconds": t_compile,
-        "wall_seconds": time.time() - t_start,
-        "machine": machine_description(),
-        "devices": len(devices),
-        "jax_version": jax.__version__,
-        "commit": provenance.git_commit(),
-        "command": command,
-        "config": config_dict,
+        "task": cfg.data.task, "name": cfg.name or cfg.data.task, "variant": cfg.variant,
+        "model": cfg.model.name, "config_file": cfg.config_file,
+        "test_accuracy": p.test_at_best, "val_accuracy": p.best_val_accuracy,
+        "step": p.best_step, "num_steps": cfg.train.num_steps,
+        "majority_baseline_test_accuracy": report.majority_baseline(
+            run.splits["train"]["targets"], run.splits["test"]["targets"]),
+        "num_params": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(loop.state.params)),
+        "params_sha256": ckpt_lib.params_digest(loop.state.params),
+        "compile_seconds": loop.compile_seconds, "wall_seconds": time.time() - started,
+        "started_at": p.started_at, "finished_at": utc_now(), "hosts": host_names(),
+        "visible_devices": {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES",
+                            "TPU_VISIBLE_CHIPS") if k in os.environ},
+        "machine": machine_description(), "devices": jax.device_count(),
+        "jax_version": jax.__version__, "commit": provenance.git_commit(), "command": command,
+        "changed_from_config_file": changed, "config": config_lib.to_dict(cfg),
     }
-    if proc == 0:
-        (epath.Path(workdir) / "result.json").write_text(json.dumps(result, indent=2))
+    result.update(report.published_for(result))
+    if jax.process_index() == 0:
+        report.write_json_atomic(os.path.join(run.workdir, "result.json"), result)
     return result
-
-
-def _resolved_impl(impl: str) -> str:
-    resolve = getattr(ops, "resolve_impl", None)
-    return resolve(impl) if resolve is not None else impl

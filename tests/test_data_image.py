@@ -336,12 +336,9 @@ def test_check_reports_missing(tmp_path, capsys):
 
 
 def _config(variant):
-    import importlib.util
+    from luna_lra import config as config_lib
 
-    spec = importlib.util.spec_from_file_location("image_cfg", os.path.join(REPO, "configs/image.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(variant)
+    return config_lib.load(os.path.join(REPO, "configs/image.py") + f":{variant}")
 
 
 def test_config_variants():
@@ -349,10 +346,9 @@ def test_config_variants():
     assert (c.model.num_layers, c.model.emb_dim, c.model.mlp_dim, c.model.num_heads) == (3, 256, 512, 8)
     assert (c.optim.learning_rate, c.optim.warmup_steps, c.train.num_steps) == (0.005, 4000, 35000)
     assert c.data.batch_size == 256 and c.data.zero_is_padding is False
-    assert c.paper_accuracy == 47.86
     t = _config("transformer")
-    assert (t.model.num_layers, t.model.emb_dim, t.model.num_heads) == (1, 32, 1)
-    assert t.optim.schedule == "cosine" and t.optim.warmup_steps == 175 and t.paper_accuracy == 42.44
+    assert (t.model.num_layers, t.model.emb_dim, t.model.num_heads) == (1, 128, 8)
+    assert t.optim.schedule == "cosine" and t.optim.warmup_steps == 175
 
 
 @pytest.mark.slow

@@ -211,13 +211,9 @@ def test_prep_without_archive_says_what_to_do(tmp_path, capsys):
 
 
 def _config(variant):
-    import importlib.util
+    from luna_lra import config as config_lib
 
-    spec = importlib.util.spec_from_file_location("retrieval_cfg",
-                                                  os.path.join(REPO, "configs/retrieval.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(variant)
+    return config_lib.load(os.path.join(REPO, "configs/retrieval.py") + f":{variant}")
 
 
 def test_config_variants():
@@ -226,9 +222,8 @@ def test_config_variants():
     assert c.model.tower_combine == "concat" and c.model.classifier_dim == 512
     assert c.model.init == "official" and c.model.dropout_rate == 0.1
     assert (c.optim.learning_rate, c.optim.weight_decay, c.train.num_steps) == (5e-4, 1e-4, 20000)
-    assert c.paper_accuracy == 79.56
     t = _config("transformer")
-    assert t.paper_accuracy == 57.46 and t.train.num_steps == 5000 and t.optim.warmup_steps == 8000
+    assert t.train.num_steps == 5000 and t.optim.warmup_steps == 8000
     assert _config("luna128").model.proj_len == 128
 
 

@@ -299,12 +299,9 @@ def test_check_reports_missing(tmp_path, capsys):
 
 
 def _config(variant):
-    import importlib.util
+    from luna_lra import config as config_lib
 
-    spec = importlib.util.spec_from_file_location("text_cfg", os.path.join(REPO, "configs/text.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(variant)
+    return config_lib.load(os.path.join(REPO, "configs/text.py") + f":{variant}")
 
 
 def test_config_variants():
@@ -312,13 +309,13 @@ def test_config_variants():
     assert (c.model.num_layers, c.model.emb_dim, c.model.mlp_dim, c.model.num_heads) == (4, 256, 1024, 4)
     assert c.model.proj_len == 256 and c.model.init == "bert" and c.model.classifier_dim == 1024
     assert (c.optim.learning_rate, c.optim.warmup_steps, c.train.num_steps) == (5e-5, 8000, 20000)
-    assert c.data.max_length == 4000 and c.paper_accuracy == 65.78
-    assert _config("luna16").model.proj_len == 16 and _config("luna16").paper_accuracy == 0
+    assert c.data.max_length == 4000
+    assert _config("luna16").model.proj_len == 16
     t = _config("transformer")
-    assert t.model.name == "transformer" and t.paper_accuracy == 64.27
+    assert t.model.name == "transformer"
     assert t.optim.learning_rate == pytest.approx(0.05 / 8000**0.5) and t.optim.weight_decay == 0.1
     assert _config("tiny").data.max_length == 256
-    with pytest.raises(ValueError, match="unknown variant"):
+    with pytest.raises(ValueError, match="unknown variant"):  # a ConfigError
         _config("luna7")
 
 

@@ -1,4 +1,5 @@
-"""ListOps: the generator (data_prep.listops) and the task reader (luna_lra.data.listops)."""
+"""ListOps: the generator (luna_lra.data.listops_generator, its command data_prep.listops) and
+the task reader (luna_lra.data.listops)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import types
 import numpy as np
 import pytest
 
-from data_prep import listops as gen
+from luna_lra.data import listops_generator as gen
 from luna_lra.data import DataError
 from luna_lra.data import listops as task
 
@@ -482,13 +483,13 @@ def test_errors_and_padding_across_chunks(tmp_path, monkeypatch):
 
 
 def test_check_command_reports_counts_and_labels(tmp_path, capsys):
-    from data_prep import listops as generator
+    from data_prep import listops as command
 
-    generator.generate(str(tmp_path), num_train=20, num_val=5, num_test=7, min_length=5,
+    gen.generate(str(tmp_path), num_train=20, num_val=5, num_test=7, min_length=5,
                        max_length=40, max_depth=4, max_args=4, seed=3, show_progress=False)
-    assert generator.main(["--check", str(tmp_path)]) == 0
+    assert command.main(["--check", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "train (" in out and "20 examples" in out and "7 examples" in out
     (tmp_path / "basic_val.tsv").write_text("Source\tTarget\n[MAX 3 ]\t12\n")
-    assert generator.main(["--check", str(tmp_path)]) == 1
+    assert command.main(["--check", str(tmp_path)]) == 1
     assert "basic_val.tsv, line 2" in capsys.readouterr().out

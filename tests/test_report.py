@@ -10,29 +10,12 @@ import pytest
 
 from luna_lra import report
 
-# A hermetic "recipe" config file: the defaults the reduced rule compares against.
-RECIPE = textwrap.dedent("""
-    import ml_collections
-
-    def get_config(variant="luna256"):
-        c = ml_collections.ConfigDict()
-        c.variant = variant
-        c.train = ml_collections.ConfigDict({"num_steps": 5000})
-        c.data = ml_collections.ConfigDict({"max_length": 2000})
-        if variant == "tiny":
-            c.train.num_steps, c.data.max_length = 3000, 128
-        return c
-""")
+# What the runs' config files set (the reduced rule compares each run with its file).
+RECIPE = {"train.num_steps": 5000, "data.max_length": 2000, "optim.learning_rate": 1e-4}
+TINY_RECIPE = {**RECIPE, "train.num_steps": 3000, "data.max_length": 128}
 
 
-@pytest.fixture
-def recipe(tmp_path):
-    path = tmp_path / "recipe_cfg.py"
-    path.write_text(RECIPE)
-    return str(path)
-
-
-def make_run(root, name, *, recipe, task="listops", model="luna", variant="luna256", seed=0,
+def make_run(root, name, *, task="listops", model="luna", variant="luna256", seed=0,
              test=0.38, val=0.40, num_steps=5000, max_length=2000, proj_len=None,
              resolution=None, lr=1e-4, metrics=True, **extra):
     workdir = root / name
@@ -46,11 +29,17 @@ def make_run(root, name, *, recipe, task="listops", model="luna", variant="luna2
     config = {"seed": seed, "variant": variant, "data": data,
               "model": {"name": model, "proj_len": proj_len},
               "optim": {"learning_rate": lr}, "train": {"num_steps": num_steps}}
+    ran = {"train.num_steps": num_steps, "data.max_length": max_length,
+           "optim.learning_rate": lr}
+    recipe = TINY_RECIPE if variant == "tiny" else RECIPE
     result = {
+        "config_file": f"configs/{task}.py",
+        "changed_from_config_file": {k: [recipe[k], v] for k, v in ran.items()
+                                     if v != recipe[k]},
         "task": task, "variant": variant, "model": model, "test_accuracy": test,
         "val_accuracy": val, "step": num_steps // 2, "num_steps": num_steps,
         "devices": 8, "commit": "abc1234", "machine": "8 x TPU v4 (tpu)",
-        "command": f"python -m luna_lra.train --config {recipe}:{variant} --workdir {workdir}",
+        "command": f"python -m luna_lra.train --config configs/{task}.py:{variant} --workdir {workdir}",
         "config": config, **extra,
     }
     (workdir / "result.json").write_text(json.dumps(result))
@@ -74,21 +63,21 @@ TASKS = [("listops", None), ("text", None), ("retrieval", None), ("image", None)
          ("pathfinder", 32)]
 
 
-def full_grid(root, recipe):
+def full_grid(root):
     """Luna-256 (3 seeds of ListOps, one of the rest, plus Path-X) and the Transformer."""
     for seed, acc in zip((0, 1, 2), (0.37, 0.38, 0.40)):
-        make_run(root, f"listops-luna256-s{seed}", recipe=recipe, seed=seed, test=acc)
+        make_run(root, f"listops-luna256-s{seed}", seed=seed, test=acc)
     for i, (task, res) in enumerate(TASKS[1:]):
-        make_run(root, f"{task}-luna256", recipe=recipe, task=task, resolution=res,
+        make_run(root, f"{task}-luna256", task=task, resolution=res,
                  test=0.60 + i / 100)
-    make_run(root, "pathx-luna256", recipe=recipe, task="pathfinder", resolution=128, test=0.5)
+    make_run(root, "pathx-luna256", task="pathfinder", resolution=128, test=0.5)
     for i, (task, res) in enumerate(TASKS):
-        make_run(root, f"{task}-transformer", recipe=recipe, task=task, resolution=res,
+        make_run(root, f"{task}-transformer", task=task, resolution=res,
                  model="transformer", variant="transformer", test=0.50 + i / 100)
 
 
-def test_cells_seed_statistics_averages_and_published_figures(tmp_path, recipe):
-    full_grid(tmp_path / "runs", recipe)
+def test_cells_seed_statistics_averages_and_published_figures(tmp_path):
+    full_grid(tmp_path / "runs")
     table, rows = _table(tmp_path / "runs")
     assert [r["model"] for r in table["rows"]] == ["Transformer", "Luna-256"]
     assert table["columns"][:6] == ["ListOps", "Text", "Retrieval", "Image", "Pathfinder",
@@ -128,11 +117,11 @@ def test_cells_seed_statistics_averages_and_published_figures(tmp_path, recipe):
     assert "| Luna-256 | ListOps | 3 | 0, 1, 2 | 5000 | 2500, 2500, 2500 | 8 | abc1234 |" in md
 
 
-def test_average_only_with_all_five_tasks_and_no_invented_figures(tmp_path, recipe):
+def test_average_only_with_all_five_tasks_and_no_invented_figures(tmp_path):
     root = tmp_path / "runs"
     for task, res in TASKS[:4]:
-        make_run(root, f"{task}-luna128", recipe=recipe, task=task, variant="luna128")
-    make_run(root, "listops-luna16", recipe=recipe, variant="luna16", test=0.3)
+        make_run(root, f"{task}-luna128", task=task, variant="luna128")
+    make_run(root, "listops-luna16", variant="luna16", test=0.3)
     table, rows = _table(root)
     assert [r["model"] for r in table["rows"]] == ["Luna-16", "Luna-128"]
     avg = rows["Luna-128"]["average"]
@@ -146,15 +135,15 @@ def test_average_only_with_all_five_tasks_and_no_invented_figures(tmp_path, reci
     assert "— (4/5 tasks)" in luna128 and "paper" not in luna128
 
 
-def test_reduced_runs_are_marked(tmp_path, recipe):
+def test_reduced_runs_are_marked(tmp_path):
     root = tmp_path / "runs"
-    make_run(root, "tiny-s0", recipe=recipe, variant="tiny", seed=0, num_steps=3000,
+    make_run(root, "tiny-s0", variant="tiny", seed=0, num_steps=3000,
              max_length=128, test=0.3)
-    make_run(root, "tiny-s1", recipe=recipe, variant="tiny", seed=1, num_steps=3000,
+    make_run(root, "tiny-s1", variant="tiny", seed=1, num_steps=3000,
              max_length=128, test=0.5)
-    make_run(root, "short-luna256", recipe=recipe, task="text", num_steps=1000, test=0.55)
-    make_run(root, "full-luna256", recipe=recipe, test=0.38)
-    make_run(root, "short-len", recipe=recipe, task="image", max_length=512, test=0.4)
+    make_run(root, "short-luna256", task="text", num_steps=1000, test=0.55)
+    make_run(root, "full-luna256", test=0.38)
+    make_run(root, "short-len", task="image", max_length=512, test=0.4)
     table, rows = _table(root)
     tiny = rows["Luna-16 · tiny"]
     assert tiny["reduced"] and tiny["cells"]["ListOps"]["reduced"]
@@ -164,7 +153,7 @@ def test_reduced_runs_are_marked(tmp_path, recipe):
     assert not luna["ListOps"]["reduced"]
     assert luna["Text"]["reduced"]
     assert luna["Text"]["reduced_reasons"] == [
-        f"train.num_steps 1000 < 5000 ({recipe}:luna256 default)"]
+        "train.num_steps 1000 < 5000 (configs/text.py:luna256 default)"]
     assert luna["Image"]["reduced"] and "data.max_length 512 < 2000" in \
         luna["Image"]["reduced_reasons"][0]
     md = report.render_lra_table(table)
@@ -173,12 +162,12 @@ def test_reduced_runs_are_marked(tmp_path, recipe):
     assert "† marks a reduced configuration" in md
 
 
-def test_a_full_run_beats_a_reduced_one_and_val_picks_among_configs(tmp_path, recipe):
+def test_a_full_run_beats_a_reduced_one_and_val_picks_among_configs(tmp_path):
     root = tmp_path / "runs"
-    make_run(root, "reduced", recipe=recipe, num_steps=100, test=0.9, val=0.9)
-    make_run(root, "lr1e-4", recipe=recipe, lr=1e-4, test=0.30, val=0.31)
-    make_run(root, "lr5e-4-s0", recipe=recipe, lr=5e-4, test=0.36, val=0.40, seed=0)
-    make_run(root, "lr5e-4-s1", recipe=recipe, lr=5e-4, test=0.38, val=0.42, seed=1)
+    make_run(root, "reduced", num_steps=100, test=0.9, val=0.9)
+    make_run(root, "lr1e-4", lr=1e-4, test=0.30, val=0.31)
+    make_run(root, "lr5e-4-s0", lr=5e-4, test=0.36, val=0.40, seed=0)
+    make_run(root, "lr5e-4-s1", lr=5e-4, test=0.38, val=0.42, seed=1)
     table, rows = _table(root)
     cell = rows["Luna-256"]["cells"]["ListOps"]
     assert cell["n"] == 2 and cell["mean"] == pytest.approx(37.0) and not cell["reduced"]
@@ -191,9 +180,9 @@ def test_a_full_run_beats_a_reduced_one_and_val_picks_among_configs(tmp_path, re
     assert any("3 configurations" in n for n in table["notes"])
 
 
-def test_cli_writes_markdown_json_and_png(tmp_path, recipe, capsys):
-    full_grid(tmp_path / "runs", recipe)
-    make_run(tmp_path / "runs", "nested/deeper/tiny", recipe=recipe, variant="tiny",
+def test_cli_writes_markdown_json_and_png(tmp_path, capsys):
+    full_grid(tmp_path / "runs")
+    make_run(tmp_path / "runs", "nested/deeper/tiny", variant="tiny",
              num_steps=3000, max_length=128)
     out = tmp_path / "results"
     assert report.main(["--root", str(tmp_path / "runs"), "--out", str(out)]) == 0
@@ -217,8 +206,8 @@ def test_cli_writes_markdown_json_and_png(tmp_path, recipe, capsys):
      "'config' must be an object"),
     (json.dumps([1, 2]), "expected a JSON object"),
 ])
-def test_malformed_result_is_refused_naming_the_file(tmp_path, recipe, capsys, content, what):
-    make_run(tmp_path / "runs", "good", recipe=recipe)
+def test_malformed_result_is_refused_naming_the_file(tmp_path, capsys, content, what):
+    make_run(tmp_path / "runs", "good")
     bad = tmp_path / "runs" / "bad" / "result.json"
     bad.parent.mkdir()
     bad.write_text(content)
@@ -251,9 +240,9 @@ def test_every_malformed_file_is_listed_and_no_results_is_an_error(tmp_path, cap
     assert "no valid result.json" in capsys.readouterr().err
 
 
-def test_curves_survive_missing_and_broken_metrics(tmp_path, recipe):
-    make_run(tmp_path / "runs", "a", recipe=recipe, metrics=False)
-    b = make_run(tmp_path / "runs", "b", recipe=recipe, task="text")
+def test_curves_survive_missing_and_broken_metrics(tmp_path):
+    make_run(tmp_path / "runs", "a", metrics=False)
+    b = make_run(tmp_path / "runs", "b", task="text")
     with open(b / "metrics.jsonl", "a") as f:
         f.write("{broken\n")
     results, _ = report.collect_results(str(tmp_path / "runs"))

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from luna_lra import trainer
+from luna_lra import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
@@ -122,13 +122,13 @@ def test_sigterm_saves_a_checkpoint_and_exits(data_dir, reference, tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err[-2000:]
-    assert "preempted: SIGTERM at step" in err
-    step = int(err.split("SIGTERM at step ")[1].split(":")[0])
+    assert "preempted: preemption notice at step" in err
+    step = int(err.split("notice at step ")[1].split(":")[0])
     assert _latest_checkpoint(workdir) == step
 
 
 def test_eight_devices_and_two_processes_match_one_device(data_dir, reference, tmp_path):
-    ref_params = trainer.load_params(reference)
+    ref_params = checkpoints.load_params(reference)
     eight = str(tmp_path / "eight")
     _train(small_run_args(data_dir, eight), devices=8)
 
@@ -147,7 +147,7 @@ def test_eight_devices_and_two_processes_match_one_device(data_dir, reference, t
     assert _result(two)["devices"] == 4
 
     for workdir in (eight, two):
-        params = trainer.load_params(workdir)
+        params = checkpoints.load_params(workdir)
         flat_ref = jax_leaves(ref_params)
         for a, b in zip(jax_leaves(params), flat_ref):
             np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from luna_lra import sweep
+from luna_lra import config as config_lib, sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,7 +80,7 @@ def test_shipped_sweep_files():
 
 @pytest.mark.parametrize("runs, message", [
     ('[{"config": "configs/nope.py:tiny", "name": "a"}]',
-     "run #0 'a': unknown config path 'configs/nope.py'"),
+     "run #0 'a': config 'configs/nope.py:tiny': no file 'configs/nope.py'"),
     ('[{"config": "configs/listops.py:tiny", "name": "a"},'
      ' {"config": "configs/listops.py:luna16", "name": "a"}]',
      r"run #1 'a': duplicate name 'a' \(also run #0\)"),
@@ -89,9 +89,9 @@ def test_shipped_sweep_files():
     ('[{"config": "configs/listops.py:tiny", "name": "../up"}]', "name '../up' is not filesystem"),
     ('[{"config": "configs/listops.py:tiny", "name": "a b"}]', "name 'a b' is not filesystem"),
     ('[{"config": "configs/listops.py:tiny", "name": "x", "overrides": {"optim.lr": 1}}]',
-     "run #0 'x': override 'optim.lr': the config has no field 'lr' under optim"),
+     "run #0 'x': config field optim.lr: no field 'lr' under optim"),
     ('[{"config": "configs/listops.py:tiny", "name": "x", "overrides": {"train.num_steps": "a"}}]',
-     "run #0 'x': override train.num_steps='a'"),
+     "run #0 'x': config field train.num_steps='a'"),
     ('[{"config": "configs/listops.py:tiny", "name": "x", "extra": 1}]',
      "run #0 'x': unknown keys \\['extra'\\]"),
     ('[{"config": "configs/listops.py:tiny"}]', "run #0: 'name' must be a non-empty string"),
@@ -137,7 +137,7 @@ def fake_result(run, workdir):
     os.makedirs(workdir, exist_ok=True)
     result = {"task": "listops", "variant": "tiny", "model": "luna", "test_accuracy": 0.5,
               "val_accuracy": 0.5, "step": 8, "num_steps": 8,
-              "config": sweep.expected_config(run)}
+              "config": config_lib.to_dict(sweep.run_config(run))}
     with open(os.path.join(workdir, "result.json"), "w") as f:
         json.dump(result, f)
 
@@ -206,7 +206,7 @@ def test_invalid_or_stale_results_are_not_counted_as_finished(tmp_path):
     assert sweep.run_status(runs[0], str(tmp_path / "nothing")) == ("new", "starting")
     fake_result(runs[1], str(workdir))  # the result of another seed in this workdir
     status, why = sweep.run_status(runs[0], str(workdir))
-    assert status == "stale" and "seed: result 1, sweep 0" in why
+    assert status == "stale" and "seed: 1 vs 0 (result vs sweep)" in why
     longer = dict(runs[0], overrides={**runs[0]["overrides"], "train.num_steps": 16})
     fake_result(runs[0], str(workdir))
     assert sweep.run_status(longer, str(workdir))[0] == "resume"  # more steps: continue

@@ -86,7 +86,7 @@ def test_resuming_with_another_config_is_refused(toy, tmp_path):
     trainer.train_and_evaluate(toy_config(20), str(tmp_path))
     other = toy_config(40)
     other.model.emb_dim = 32
-    with pytest.raises(trainer.TrainingError, match=r"model\.emb_dim: checkpoint 16, this run 32"):
+    with pytest.raises(trainer.Refused, match=r"model\.emb_dim: 16 vs 32"):
         trainer.train_and_evaluate(other, str(tmp_path))
 
 
@@ -94,7 +94,7 @@ def test_non_finite_loss_stops_the_run(toy, tmp_path):
     c = toy_config(40)
     c.optim.learning_rate = 1e30
     c.optim.warmup_steps = 0
-    with pytest.raises(trainer.TrainingError, match="non-finite training loss at step"):
+    with pytest.raises(trainer.Diverged, match="non-finite loss or weights at step"):
         trainer.train_and_evaluate(c, str(tmp_path))
 
 
@@ -141,17 +141,18 @@ def _cli(*args):
 def test_cli_names_unknown_fields_and_variants(tmp_path):
     out = _cli("--config", "configs/listops.py:tiny", "--config.model.emb_size=3",
                "--workdir", str(tmp_path))
-    assert out.returncode != 0 and "--config.model.emb_size" in out.stderr
+    assert out.returncode == 2 and "model.emb_size" in out.stderr
     assert "'emb_dim'" in out.stderr  # the fields that do exist
     out = _cli("--config", "configs/listops.py:luna512", "--workdir", str(tmp_path))
-    assert out.returncode != 0 and "unknown variant 'luna512'" in out.stderr
+    assert out.returncode == 2 and "unknown variant 'luna512'" in out.stderr
     out = _cli("--config", "configs/nope.py:tiny", "--workdir", str(tmp_path))
-    assert out.returncode != 0 and "configs/nope.py" in out.stderr
+    assert out.returncode == 2 and "configs/nope.py" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 @pytest.mark.slow
 def test_cli_trains_on_the_release_layout_and_writes_result_json(tmp_path):
-    from data_prep import listops as generator
+    from luna_lra.data import listops_generator as generator
 
     release = tmp_path / "lra_release"
     generator.generate(str(release / "listops-1000"), num_train=200, num_val=40, num_test=40,
@@ -176,5 +177,5 @@ def test_cli_trains_on_the_release_layout_and_writes_result_json(tmp_path):
 def test_cli_reports_a_missing_data_directory(tmp_path):
     out = _cli("--config", "configs/listops.py:luna16", "--workdir", str(tmp_path / "w"),
                f"--config.data.data_dir={tmp_path / 'nowhere'}")
-    assert out.returncode == 1
+    assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"{tmp_path / 'nowhere'}" in out.stderr and "basic_train.tsv" in out.stderr

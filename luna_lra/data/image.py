@@ -23,7 +23,9 @@ the 10,000 test images for test.
 
 Sources (`data.source`):
   'tfds'    tfds.data_source('cifar10', data_dir=data.data_dir): TFDS's cifar10 prepared in
-            array_record format (reading needs no TensorFlow; preparing does, for PNG encoding).
+            array_record format (reading needs no TensorFlow; preparing does, for PNG encoding:
+            `python -m data_prep.image --source tfds --out DIR`, or `python -m data_prep.fetch
+            --tasks image` into data/image).
   'pickle'  the unpacked python release (cifar-10-python.tar.gz): cifar-10-batches-py/
             data_batch_1..5 and test_batch under data.data_dir (or data.data_dir pointing at
             cifar-10-batches-py itself); each a pickled dict with b'data' (uint8 [n, 3072], the R,
@@ -44,12 +46,16 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 from typing import Any
 
 import numpy as np
 
-from luna_lra.data import DataError, Split, Splits, TaskInfo
-from luna_lra.data.text import open_tfds, read_all, tfds_order
+from luna_lra.data import DataError, Splits, TaskInfo
+from luna_lra.data.download import extract_members
+from luna_lra.data.splits import split_limits, subsample
+from luna_lra.data.tfds_source import (open_tfds, read_all, resolve_source as _resolve,
+                                       tfds_order, tfds_prepared as _tfds_prepared)
 
 TASK = TaskInfo(name="image", num_classes=10, vocab_size=256, max_length=1024)
 
@@ -62,6 +68,8 @@ TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 SOURCES = ("auto", "tfds", "pickle")
 PREPARE_HINT = "python -m data_prep.image --out DIR"
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+_PICKLE_MEMBER = re.compile(r"cifar-10-batches-py/(data_batch_[1-5]|test_batch|batches\.meta)")
 GREY_WEIGHTS = np.asarray([0.2989, 0.5870, 0.1140], dtype=np.float32)  # tf.image.rgb_to_grayscale
 
 DEFAULTS: dict[str, Any] = {
@@ -160,6 +168,13 @@ def find_pickle_dir(data_dir: str) -> str | None:
     return None
 
 
+def unpack_pickles(archive: str, out: str, progress: bool = False) -> int:
+    """Writes cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta} of
+    cifar-10-python.tar.gz under out; returns how many files it wrote."""
+    return extract_members(archive, out, lambda n: n if _PICKLE_MEMBER.fullmatch(n) else None,
+                           progress)
+
+
 def read_pickle_split(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(grey tokens uint8 [N, 1024], labels int32 [N]) of 'train' (data_batch_1..5, 50,000
     images) or 'test' (test_batch), in TFDS's record order."""
@@ -175,9 +190,7 @@ def read_pickle_split(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def tfds_prepared(data_dir: str) -> bool:
-    base = os.path.join(data_dir, TFDS_NAME)
-    return os.path.isdir(base) and any(
-        os.path.isfile(os.path.join(base, v, "dataset_info.json")) for v in os.listdir(base))
+    return _tfds_prepared(data_dir, TFDS_NAME)
 
 
 def read_tfds_split(data_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -205,17 +218,11 @@ def read_tfds_split(data_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def resolve_source(data_cfg: Any) -> tuple[str, str]:
-    data_dir = os.fspath(getattr(data_cfg, "data_dir", "") or "")
-    source = getattr(data_cfg, "source", DEFAULTS["source"])
-    if source not in SOURCES:
-        raise DataError(f"config field data.source: {source!r}; expected one of {SOURCES}")
-    if source != "auto":
-        return source, data_dir
-    if data_dir and find_pickle_dir(data_dir):
-        return "pickle", data_dir
-    if data_dir and tfds_prepared(data_dir):
-        return "tfds", data_dir
-    raise DataError(
+    return _resolve(data_cfg, SOURCES, find_pickle_dir, tfds_prepared, _missing_message)
+
+
+def _missing_message(data_dir: str) -> str:
+    return (
         f"config field data.data_dir: no CIFAR-10 in {data_dir or '(unset)'!s}; expected either "
         f"the unpacked python release {os.path.join(data_dir, PICKLE_DIR)}/"
         f"{{data_batch_1..5,test_batch}} (data.source='pickle') or TFDS's prepared "
@@ -244,15 +251,6 @@ def lra_train_val_boundary(num_train: int) -> int:
     return int(round(TRAIN_FRACTION_PCT * num_train / 100.0))
 
 
-def subsample(split: Split, n: int, seed: int, name: str) -> Split:
-    total = len(split["targets"])
-    if n <= 0 or n >= total:
-        return split
-    idx = np.sort(np.random.default_rng([seed, n, total]).permutation(total)[:n])
-    log.info("image %s: using a random subset of %d of %d examples", name, n, total)
-    return {k: v[idx] for k, v in split.items()}
-
-
 def load_splits(data_cfg: Any) -> Splits:
     """{'train'|'val'|'test': {'inputs': uint8 [N, 1024], 'mask': bool [N, 1024],
     'targets': int32 [N]}}."""
@@ -274,9 +272,7 @@ def load_splits(data_cfg: Any) -> Splits:
         "val": (train_tokens[cut:], train_labels[cut:]),
         "test": raw["test"],
     }
-    limits = {"train": int(getattr(data_cfg, "max_train_examples", 0)),
-              "val": int(getattr(data_cfg, "max_eval_examples", 0)),
-              "test": int(getattr(data_cfg, "max_eval_examples", 0))}
+    limits = split_limits(data_cfg)
     splits: Splits = {}
     for name, (tokens, labels) in parts.items():
         if zero_is_padding:
@@ -288,7 +284,7 @@ def load_splits(data_cfg: Any) -> Splits:
                  len(labels), source, counts.tolist(), 100.0 * float(np.mean(tokens == 0)),
                  "masked as padding: data.zero_is_padding" if zero_is_padding else "kept")
         split = {"inputs": tokens, "mask": mask, "targets": labels}
-        splits[name] = subsample(split, limits[name], seed, name)
+        splits[name] = subsample(split, limits[name], seed, f"image {name}")
     if len(train_labels) != 50_000 or len(raw["test"][1]) != 10_000:
         log.warning("image: %d train and %d test images; the full CIFAR-10 has 50,000 and 10,000",
                     len(train_labels), len(raw["test"][1]))

@@ -241,13 +241,6 @@ def pad_flat(ids: np.ndarray, counts: np.ndarray, max_length: int) -> tuple[np.n
     return out, int((counts > max_length).sum())
 
 
-def pad_and_truncate(seqs: list[np.ndarray], max_length: int) -> tuple[np.ndarray, int]:
-    """(int32 [N, max_length] zero-padded ids, number of sequences cut to max_length)."""
-    counts = np.array([len(s) for s in seqs], dtype=np.int64)
-    ids = np.concatenate(seqs) if seqs else np.zeros(0, np.uint8)
-    return pad_flat(ids, counts, max_length)
-
-
 def split_dir(data_dir: str) -> str:
     """The folder holding basic_*.tsv: data_dir/listops-1000 if it exists, else data_dir."""
     release = os.path.join(data_dir, RELEASE_SUBDIR)
@@ -302,6 +295,9 @@ def load_splits(data_cfg: Any) -> Splits:
     splits: Splits = {}
     for split, path in paths.items():
         ids, counts, labels = _read_flat(path)
+        if not len(counts):
+            raise DataError(f"{path}: no examples after the header (the {split} split); "
+                            "expected '<expression><TAB><label 0..9>' lines")
         inputs, truncated = pad_flat(ids, counts, max_length)
         longest = int(counts.max(initial=0))
         if truncated:
@@ -342,7 +338,7 @@ def prepare_if_missing(data_cfg: Any) -> bool:
             f"a partial ListOps data set. Remove the existing files to regenerate, or supply "
             f"the missing ones."
         )
-    from data_prep import listops as generator  # local: only needed when generating
+    from luna_lra.data import listops_generator as generator  # only needed when generating
 
     kw = {}
     for k, default in GENERATE_DEFAULTS.items():

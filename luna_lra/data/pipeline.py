@@ -84,11 +84,11 @@ class TrainBatches:
 
 
 def eval_batches(split: Split, batch_size: int, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+                 process_count: int = 1, name: str = "eval") -> Iterator[dict[str, np.ndarray]]:
     """Every example once, in order; the last batch is padded with copies of example 0 whose
     `weights` are 0, so every example counts exactly once and none is dropped."""
     split = with_masks(split)
-    n = check_split(split, "eval")
+    n = check_split(split, name)
     for start in range(0, n, batch_size):
         idx = np.arange(start, start + batch_size)
         weights = (idx < n).astype(np.float32)

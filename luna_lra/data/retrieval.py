@@ -4,8 +4,9 @@
 Files (the LRA release, lra_release.gz): `new_aan_pairs.train.tsv`, `new_aan_pairs.eval.tsv`
 (our 'val') and `new_aan_pairs.test.tsv`. data.data_dir may point at the folder holding them
 (`tsv_data/`), at the folder above it, or at the unpacked `lra_release/` (also the doubly
-nested `lra_release/lra_release/tsv_data/` some unpackings give). Put them there with
-`python -m data_prep.retrieval --archive lra_release.gz --out DIR`.
+nested `lra_release/lra_release/tsv_data/` that `tar xvf lra_release.gz` gives). Put them
+there with `python -m data_prep.fetch --tasks retrieval` (data/retrieval/tsv_data/, the
+counts checked) or `python -m data_prep.retrieval --archive lra_release.gz --out DIR`.
 
 Each line: `label<TAB>id1<TAB>id2<TAB>text1<TAB>text2`, no header, no quoting (LRA reads the
 files with tf.data.experimental.make_csv_dataset(field_delim='\\t', use_quote_delim=False,
@@ -37,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from luna_lra.data import DataError, Split, Splits, TaskInfo
+from luna_lra.data import DataError, Splits, TaskInfo
+from luna_lra.data.splits import split_limits, subsample
 
 TASK = TaskInfo(name="retrieval", num_classes=2, vocab_size=257, max_length=4000,
                 two_tower=True)
@@ -49,7 +51,8 @@ NUM_FIELDS = 5
 FIELDS = "label<TAB>id1<TAB>id2<TAB>text1<TAB>text2"
 FILE_SPLITS = {"train": "train", "val": "eval", "test": "test"}
 FILE_PATTERN = "new_aan_pairs.{}.tsv"
-PREPARE_HINT = "python -m data_prep.retrieval --archive lra_release.gz --out DIR"
+PREPARE_HINT = ("python -m data_prep.fetch --tasks retrieval (into data/retrieval), or "
+                "python -m data_prep.retrieval --archive lra_release.gz --out DIR")
 _LABEL_RE = re.compile(rb"([01])(\.0*)?")
 
 DEFAULTS: dict[str, Any] = {"max_train_examples": 0, "max_eval_examples": 0, "split_seed": 0}
@@ -137,16 +140,6 @@ def split_paths(folder: str) -> dict[str, str]:
     return {s: os.path.join(folder, FILE_PATTERN.format(f)) for s, f in FILE_SPLITS.items()}
 
 
-def subsample(split: Split, n: int, seed: int, name: str) -> Split:
-    """A seeded random subset of n examples (kept in file order); n=0 keeps all."""
-    total = len(split["targets"])
-    if n <= 0 or n >= total:
-        return split
-    idx = np.sort(np.random.default_rng([seed, n, total]).permutation(total)[:n])
-    log.info("retrieval %s: using a random subset of %d of %d examples", name, n, total)
-    return {k: v[idx] for k, v in split.items()}
-
-
 def load_splits(data_cfg: Any) -> Splits:
     """{'train'|'val'|'test': {'inputs', 'inputs2': uint16 [N, max_length], 'targets': int32}}."""
     data_dir = os.fspath(getattr(data_cfg, "data_dir", "") or "")
@@ -164,9 +157,7 @@ def load_splits(data_cfg: Any) -> Splits:
             f"new_aan_pairs.{{train,eval,test}}.tsv in one of "
             f"{', '.join(candidate_dirs(data_dir))}; put them there with: {PREPARE_HINT}")
     seed = int(getattr(data_cfg, "split_seed", DEFAULTS["split_seed"]))
-    limits = {"train": int(getattr(data_cfg, "max_train_examples", 0)),
-              "val": int(getattr(data_cfg, "max_eval_examples", 0)),
-              "test": int(getattr(data_cfg, "max_eval_examples", 0))}
+    limits = split_limits(data_cfg)
     splits: Splits = {}
     for name, path in split_paths(folder).items():
         inputs, inputs2, targets, stats = read_tsv(path, max_length)
@@ -176,5 +167,5 @@ def load_splits(data_cfg: Any) -> Splits:
                  stats["longest"], stats["truncated"], 2 * len(targets),
                  min(LRA_CHAR_LIMIT, max_length), path)
         split = {"inputs": inputs, "inputs2": inputs2, "targets": targets}
-        splits[name] = subsample(split, limits[name], seed, name)
+        splits[name] = subsample(split, limits[name], seed, f"retrieval {name}")
     return splits

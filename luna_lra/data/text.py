@@ -14,7 +14,8 @@ permutation seeded by `data.split_seed`) are held out as `val` instead and train
 Sources (`data.source`):
   'tfds'     `tfds.data_source('imdb_reviews', data_dir=data.data_dir)`, i.e. TFDS's
              imdb_reviews/plain_text prepared in array_record format (no TensorFlow needed to
-             read it). Prepare with `python -m data_prep.text --out DIR`.
+             read it). Prepare with `python -m data_prep.text --out DIR` (or
+             `python -m data_prep.fetch --tasks text`, into data/text).
   'aclimdb'  the unpacked original tarball (aclImdb_v1.tar.gz): `aclImdb/{train,test}/{pos,neg}/
              *.txt` under data.data_dir (or data.data_dir pointing at `aclImdb/` itself). Each
              file is read as bytes and stripped of leading/trailing ASCII whitespace, as TFDS's
@@ -40,14 +41,18 @@ CPU runs).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
+import re
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from luna_lra.data import DataError, Split, Splits, TaskInfo
+from luna_lra.data.download import extract_members
+from luna_lra.data.splits import subsample
+from luna_lra.data.tfds_source import (open_tfds, read_all, resolve_source as _resolve,
+                                       tfds_order, tfds_prepared as _tfds_prepared)
 
 TASK = TaskInfo(name="text", num_classes=2, vocab_size=257, max_length=4000)
 
@@ -60,6 +65,8 @@ LABELS = ("neg", "pos")  # label i is LABELS[i], as TFDS's ClassLabel(names=["ne
 RAW_SPLITS = ("train", "test")
 SOURCES = ("auto", "tfds", "aclimdb")
 PREPARE_HINT = "python -m data_prep.text --out DIR"
+ACLIMDB_URL = "http://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"  # as TFDS
+_REVIEW_MEMBER = re.compile(r"aclImdb/(train|test)/(pos|neg)/[^/]+\.txt")
 
 DEFAULTS: dict[str, Any] = {
     "source": "auto",
@@ -98,23 +105,6 @@ def encode_batch(texts: Sequence[bytes | str], max_length: int) -> tuple[np.ndar
     return out, truncated
 
 
-def tfds_order(keys: Sequence[str | int], split: str) -> np.ndarray:
-    """The permutation that puts examples with these TFDS keys in TFDS's record order.
-
-    TFDS writes a split sorted by int(md5(split_name + str(key)).hexdigest(), 16)
-    (tensorflow_datasets/core/hashing.py and shuffle.py); reading it back without shuffling
-    gives that order, which is the order LRA's tfds.load(...) saw.
-    """
-    salt = hashlib.md5(split.encode("utf-8"))
-
-    def hkey(key):
-        md5 = salt.copy()
-        md5.update(str(key).replace("\\", "/").encode("utf-8"))
-        return int(md5.hexdigest(), 16)
-
-    return np.asarray(sorted(range(len(keys)), key=lambda i: hkey(keys[i])), dtype=np.int64)
-
-
 # ----------------------------------------------------------------------------- aclImdb files
 
 
@@ -124,6 +114,13 @@ def find_aclimdb(data_dir: str) -> str | None:
         if any(os.path.isdir(os.path.join(root, s, lab)) for s in RAW_SPLITS for lab in LABELS):
             return root
     return None
+
+
+def unpack_aclimdb(archive: str, out: str, progress: bool = False) -> int:
+    """Writes the labelled reviews of aclImdb_v1.tar.gz, aclImdb/{train,test}/{pos,neg}/*.txt,
+    under out (train/unsup/ and the vocabulary files are left out); returns how many."""
+    return extract_members(archive, out, lambda n: n if _REVIEW_MEMBER.fullmatch(n) else None,
+                           progress)
 
 
 def read_aclimdb_split(root: str, split: str) -> tuple[list[bytes], np.ndarray]:
@@ -167,43 +164,7 @@ def read_aclimdb_split(root: str, split: str) -> tuple[list[bytes], np.ndarray]:
 
 def tfds_prepared(data_dir: str) -> bool:
     """Whether data_dir holds a prepared imdb_reviews (any version)."""
-    base = os.path.join(data_dir, TFDS_NAME, TFDS_CONFIG)
-    return os.path.isdir(base) and any(
-        os.path.isfile(os.path.join(base, v, "dataset_info.json")) for v in os.listdir(base))
-
-
-def read_all(source: Any) -> list[dict]:
-    """Every record of a random-access data source, in order."""
-    n = len(source)
-    getitems = getattr(source, "__getitems__", None)
-    out: list[dict] = []
-    for start in range(0, n, 1024):
-        keys = list(range(start, min(n, start + 1024)))
-        if getitems is not None:
-            try:
-                out.extend(getitems(keys))
-                continue
-            except TypeError:  # tfds.testing.mock_data's stand-in has no batched reads
-                getitems = None
-        out.extend(source[k] for k in keys)
-    return out
-
-
-def open_tfds(name: str, split: str, data_dir: str, hint: str) -> Any:
-    """tfds.data_source(name, split=split) from data_dir, never downloading."""
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError as e:
-        raise DataError(f"data.source='tfds' needs tensorflow-datasets ({e})") from None
-    try:
-        return tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
-    except Exception as e:  # tfds raises several types for "not there" / "wrong format"
-        where = os.path.join(data_dir or "~/tensorflow_datasets", name)
-        raise DataError(
-            f"{where}: cannot open TFDS {name!r} split {split!r} as a random-access data source "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); prepare it in "
-            f"array_record format with: {hint}"
-        ) from None
+    return _tfds_prepared(data_dir, TFDS_NAME, TFDS_CONFIG)
 
 
 def read_tfds_split(data_dir: str, split: str) -> tuple[list[bytes], np.ndarray]:
@@ -232,29 +193,13 @@ def _field(data_cfg: Any, name: str) -> Any:
     return getattr(data_cfg, name, DEFAULTS[name])
 
 
-def subsample(split: Split, n: int, seed: int, name: str) -> Split:
-    """A seeded random subset of n examples (kept in their original order); n=0 keeps all."""
-    total = len(split["targets"])
-    if n <= 0 or n >= total:
-        return split
-    idx = np.sort(np.random.default_rng([seed, n, total]).permutation(total)[:n])
-    log.info("text %s: using a random subset of %d of %d examples", name, n, total)
-    return {k: v[idx] for k, v in split.items()}
-
-
 def resolve_source(data_cfg: Any) -> tuple[str, str]:
     """(source, data_dir) with 'auto' resolved."""
-    data_dir = os.fspath(getattr(data_cfg, "data_dir", "") or "")
-    source = _field(data_cfg, "source")
-    if source not in SOURCES:
-        raise DataError(f"config field data.source: {source!r}; expected one of {SOURCES}")
-    if source != "auto":
-        return source, data_dir
-    if data_dir and find_aclimdb(data_dir):
-        return "aclimdb", data_dir
-    if data_dir and tfds_prepared(data_dir):
-        return "tfds", data_dir
-    raise DataError(
+    return _resolve(data_cfg, SOURCES, find_aclimdb, tfds_prepared, _missing_message)
+
+
+def _missing_message(data_dir: str) -> str:
+    return (
         f"config field data.data_dir: no IMDB data in {data_dir or '(unset)'!s}; expected either "
         f"the unpacked original {os.path.join(data_dir, ACLIMDB)}/{{train,test}}/{{pos,neg}}/*.txt"
         f" (data.source='aclimdb') or TFDS's prepared "
@@ -324,11 +269,12 @@ def load_splits(data_cfg: Any) -> Splits:
                         f"on the test split, as LRA) or 1..{n_train - 1}")
     max_train = int(_field(data_cfg, "max_train_examples"))
     max_eval = int(_field(data_cfg, "max_eval_examples"))
-    test = subsample(test, max_eval, seed, "test")
+    test = subsample(test, max_eval, seed, "text test")
     if val_from_train:
         perm = np.random.default_rng(seed).permutation(n_train)
         val_idx, train_idx = np.sort(perm[:val_from_train]), np.sort(perm[val_from_train:])
-        val = subsample({k: v[val_idx] for k, v in train.items()}, max_eval, seed, "val")
+        val = subsample({k: v[val_idx] for k, v in train.items()}, max_eval, seed,
+                        "text val")
         train = {k: v[train_idx] for k, v in train.items()}
         log.info("text: held out %d train reviews as val (data.val_from_train, split_seed %d); "
                  "%d left for training", val_from_train, seed, len(train_idx))
@@ -336,4 +282,5 @@ def load_splits(data_cfg: Any) -> Splits:
         val = dict(test)  # LRA: the test split doubles as validation (the same arrays)
         log.info("text: val is the test split (as LRA); set data.val_from_train to hold out "
                  "train reviews instead")
-    return {"train": subsample(train, max_train, seed, "train"), "val": val, "test": test}
+    return {"train": subsample(train, max_train, seed, "text train"), "val": val,
+            "test": test}

@@ -1,0 +1,81 @@
+"""metrics.jsonl and TensorBoard events in the workdir, written by process 0 only."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from etils import epath
+
+log = logging.getLogger("luna_lra")
+
+
+def read_lines(path) -> tuple[list[dict], int]:
+    """(the rows of a metrics.jsonl, how many lines were unreadable). A run killed while
+    writing leaves a torn last line; it is dropped, not fatal."""
+    rows, bad = [], 0
+    for line in epath.Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
+            rows.append(row)
+        else:
+            bad += 1
+    return rows, bad
+
+
+class MetricsWriter:
+    """Appends one JSON line per (step, split); on resume keeps the lines up to the step
+    resumed from. A remote workdir (gs://...) has the file rewritten whole, since object
+    stores cannot append."""
+
+    def __init__(self, workdir: str, resume_step: int):
+        import jax
+
+        self.enabled = jax.process_index() == 0
+        self.path = epath.Path(workdir) / "metrics.jsonl"
+        self.lines: list[str] = []
+        self.tb = None
+        if not self.enabled:
+            return
+        if self.path.exists():
+            rows, bad = read_lines(self.path)
+            if bad:
+                log.warning("%s: dropped %d unreadable line(s) (a write cut short)", self.path,
+                            bad)
+            self.lines = [json.dumps(r) + "\n" for r in rows if r["step"] <= resume_step]
+        self._rewrite()
+        try:
+            from tensorboardX import SummaryWriter
+            self.tb = SummaryWriter(os.fspath(epath.Path(workdir) / "tensorboard"))
+        except ImportError:  # optional at run time
+            log.warning("tensorboardX is not installed: no TensorBoard events are written")
+
+    def _rewrite(self) -> None:
+        tmp = self.path.parent / (self.path.name + ".tmp")
+        tmp.write_text("".join(self.lines))
+        tmp.replace(self.path)
+
+    def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        line = json.dumps({"step": step, "split": split, **metrics}) + "\n"
+        self.lines.append(line)
+        if "://" in os.fspath(self.path):
+            self._rewrite()
+        else:
+            with self.path.open("a") as f:
+                f.write(line)
+        if self.tb is not None:
+            for k, v in metrics.items():
+                self.tb.add_scalar(f"{split}/{k}", v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
