@@ -29,10 +29,8 @@ LUNA = dict(
 # batch 32, 5,000 steps, 0.05 * linear_warmup(1000) * rsqrt_decay (a peak of 0.05 / sqrt(1000)
 # from 0), evaluated every 50 steps.
 TRANSFORMER = dict(
-    model=dict(name="transformer", num_layers=4, emb_dim=512, num_heads=8, mlp_dim=1024,
-               classifier_dim=1024, positions="sinusoidal", embed_layer_norm=False),
-    optim=dict(learning_rate=0.05 / 1000**0.5, warmup_steps=1000, warmup_init_lr=0.0,
-               eps=1e-9, weight_decay=0.1),
+    model=dict(num_layers=4, emb_dim=512, num_heads=8, mlp_dim=1024, classifier_dim=1024),
+    optim=dict(learning_rate=0.05 / 1000**0.5, warmup_steps=1000, weight_decay=0.1),
     train=dict(num_steps=5000, eval_every=50, checkpoint_every=500),
 )
 

@@ -44,11 +44,11 @@ LUNA = dict(
 # Adam(0.9, 0.98, eps 1e-9), no weight decay, no clipping, batch 512, lr 1e-3 *
 # linear_warmup(312) * cosine_decay over 200 epochs of 312 steps, evaluated every 312 steps.
 TRANSFORMER = dict(
-    model=dict(name="transformer", num_layers=4, emb_dim=32, num_heads=4, mlp_dim=32,
+    model=dict(num_layers=4, emb_dim=32, num_heads=4, mlp_dim=32,
                use_cls=False, pooling="mean", classifier_dim=32, dropout_rate=0.2,
-               attention_dropout_rate=0.1, positions="sinusoidal", embed_layer_norm=False),
-    optim=dict(learning_rate=1e-3, schedule="cosine", warmup_steps=312, warmup_init_lr=0.0,
-               end_lr=0.0, eps=1e-9, weight_decay=0.0),
+               attention_dropout_rate=0.1),
+    optim=dict(learning_rate=1e-3, schedule="cosine", warmup_steps=312, end_lr=0.0,
+               weight_decay=0.0),
     train=dict(num_steps=62_400, eval_every=312, checkpoint_every=624, log_every=100),
 )
 

@@ -25,7 +25,8 @@ DATA = dict(data_dir="data/pathfinder128", resolution=128, max_length=128 * 128)
 # linear_warmup(2500) * cosine_decay over 200 epochs of 2,500 steps, evaluated every 2,500.
 TRANSFORMER = dict(
     data=dict(batch_size=64, eval_batch_size=64),
-    model=dict(num_layers=1, num_heads=2, dropout_rate=0.1, positions="learned"),
+    model=dict(num_layers=1, num_heads=2, dropout_rate=0.1, activation_dropout_rate=0.1,
+               positions="learned"),
     optim=dict(warmup_steps=2500, grad_clip_norm=1.0),
     train=dict(num_steps=500_000, eval_every=2500, checkpoint_every=2500),
 )

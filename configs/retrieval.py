@@ -29,11 +29,9 @@ LUNA = dict(
 # 100 steps. train.py passes no `interaction`, so the head sees [u, v]; it is Dense(512) +
 # ReLU, Dense(256) + ReLU, Dense(2) -- here two ReLU layers of 512 (one classifier width).
 TRANSFORMER = dict(
-    model=dict(name="transformer", num_layers=4, emb_dim=128, num_heads=4, mlp_dim=512,
-               classifier_dim=512, classifier_layers=2, positions="sinusoidal",
-               embed_layer_norm=False),
-    optim=dict(learning_rate=0.05 / 8000**0.5, warmup_steps=8000, warmup_init_lr=0.0,
-               eps=1e-9, weight_decay=0.1),
+    model=dict(num_layers=4, emb_dim=128, num_heads=4, mlp_dim=512,
+               classifier_dim=512, classifier_layers=2),
+    optim=dict(learning_rate=0.05 / 8000**0.5, warmup_steps=8000, weight_decay=0.1),
     train=dict(num_steps=5000, eval_every=100, checkpoint_every=500),
 )
 

@@ -31,10 +31,8 @@ LUNA = dict(
 # rsqrt_decay (a peak of 0.05 / sqrt(8000) from 0), evaluated every 100 steps. (That config's
 # max_length is 1,000; the task's 4,000 bytes of the LRA paper are kept here.)
 TRANSFORMER = dict(
-    model=dict(name="transformer", num_layers=4, emb_dim=256, num_heads=4, mlp_dim=1024,
-               classifier_dim=1024, positions="sinusoidal", embed_layer_norm=False),
-    optim=dict(learning_rate=0.05 / 8000**0.5, warmup_steps=8000, warmup_init_lr=0.0,
-               eps=1e-9, weight_decay=0.1),
+    model=dict(num_layers=4, emb_dim=256, num_heads=4, mlp_dim=1024, classifier_dim=1024),
+    optim=dict(learning_rate=0.05 / 8000**0.5, warmup_steps=8000, weight_decay=0.1),
     train=dict(num_steps=20000, eval_every=100, checkpoint_every=500),
 )
 

@@ -76,13 +76,22 @@ def base_config() -> ml_collections.ConfigDict:
 
 VARIANTS = ("luna16", "luna128", "luna256", "transformer", "tiny")
 
+# What every LRA Transformer baseline shares (lra_benchmarks/models/transformer and the tasks'
+# train.py): fixed sinusoidal positions unless a config sets learn_pos_emb, no embedding
+# LayerNorm, dropout after the MLP's GELU at the model's dropout rate (MlpBlock), Adam(0.9,
+# 0.98, eps 1e-9) with a warm-up from 0.
+LRA_TRANSFORMER = dict(
+    model=dict(name="transformer", positions="sinusoidal", embed_layer_norm=False),
+    optim=dict(b1=0.9, b2=0.98, eps=1e-9, warmup_init_lr=0.0),
+)
+
 
 def recipe(config_file: str, variant: str, *, data: dict, luna: dict, transformer: dict,
            tiny: dict, name: str = "") -> ml_collections.ConfigDict:
     """base_config(), the task's `data` fields, then the variant's recipe:
 
       luna16/128/256  `luna` (the official Luna recipe) with model.proj_len = 16/128/256
-      transformer     `transformer` (the LRA paper's softmax baseline)
+      transformer     LRA_TRANSFORMER, then `transformer` (the LRA paper's softmax baseline)
       tiny            `luna`, then `tiny` (a reduced CPU demo)
 
     Each recipe is {section: {field: value}}; only `data` may add fields."""
@@ -93,7 +102,9 @@ def recipe(config_file: str, variant: str, *, data: dict, luna: dict, transforme
     c.variant, c.name = variant, name
     update(c, {"data": data}, new_fields=True)
     if variant == "transformer":
+        update(c, LRA_TRANSFORMER)
         update(c, transformer)
+        c.model.activation_dropout_rate = c.model.dropout_rate  # LRA's MlpBlock
     else:
         update(c, luna)
     if variant == "tiny":

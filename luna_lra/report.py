@@ -1,6 +1,4 @@
-"""Accuracy tables: ours beside the published figures.
-
-`write_run_table` writes the table of one run (train.py calls it at the end).
+"""The LRA table: ours beside the published figures.
 
     python -m luna_lra.report --root DIR [--out results] [--skip-bad]
 
@@ -13,19 +11,17 @@ commit, machine, config). A malformed result.json stops the report with an error
 file, unless --skip-bad (then it is skipped with a warning).
 
 Reduced configurations are marked "†": a run is reduced when its variant is `tiny`, or its
-train.num_steps or data.max_length is below the defaults of the variant it was started from
-(the config file and variant in its command, e.g. configs/listops.py:luna256, loaded from the
-repository; when that file cannot be found only the `tiny` rule applies). A cell is marked when
-the runs it reports are reduced; an average when any of its five cells is.
+train.num_steps or data.max_length was set below its config file's value (recorded in its
+result.json). A cell is marked when the runs it reports are reduced; an average when any of its
+five cells is. The one-run table, result.json checks and the published figures are in
+luna_lra/results.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import re
 import shlex
 import sys
 import warnings
@@ -35,265 +31,14 @@ import numpy as np
 
 from luna_lra import config as config_lib
 from luna_lra.metrics_log import read_lines
+from luna_lra.results import (
+    COLUMNS, PUBLISHED, REDUCED_MARK, ROW_ORDER, STANDARD_TASKS, BadResultError,
+    collect_results, config_spec, is_number, reduced_reasons, row_key, task_column)
 
 
-def published_for(result: dict) -> dict[str, Any]:
-    """{'paper_accuracy': the published test accuracy (fraction) for this result's model and
-    task, or None; 'paper_source': where it is from}, from PUBLISHED."""
-    row = PUBLISHED.get(model_label(result), {})
-    figure = row.get(task_column(result)) if _variant(result) in STANDARD_VARIANTS else None
-    return {"paper_accuracy": figure / 100.0 if _is_number(figure) else None,
-            "paper_source": row.get("source", "") if figure is not None else ""}
-
-
-def write_json_atomic(path: str, obj) -> None:
-    """Writes JSON to a temporary name, then renames it: a kill never leaves half a file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
-def majority_baseline(train_targets, test_targets) -> float:
-    """Test accuracy of always predicting the most frequent train label."""
-    labels, counts = np.unique(np.asarray(train_targets), return_counts=True)
-    majority = labels[np.argmax(counts)]
-    return float(np.mean(np.asarray(test_targets) == majority))
-
-
-def _pct(x) -> str:
-    return "—" if x is None or x < 0 else f"{100 * x:.2f}"
-
-
-def run_table(result: dict[str, Any]) -> str:
-    """A Markdown table for one result.json, with how it was made."""
-    reduced = result["variant"] == "tiny"
-    lines = [
-        f"# {result.get('name') or result['task']} — {result['model']} ({result['variant']})",
-        "",
-        "| Task | Model | Test acc. (%) | Val acc. (%) | Best step | Steps | Majority baseline (%) "
-        "| Published (%) |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| {result['task']} | {result['model']}:{result['variant']}{' (reduced)' if reduced else ''} "
-        f"| {_pct(result['test_accuracy'])} | {_pct(result['val_accuracy'])} | {result['step']} "
-        f"| {result['num_steps']} | {_pct(result['majority_baseline_test_accuracy'])} "
-        f"| {_pct(result['paper_accuracy'])} |",
-        "",
-        f"- Published figure: {result['paper_source'] or 'none for this configuration'}",
-        f"- Machine: {result['machine']}; jax {result['jax_version']}; commit {result['commit']}",
-        f"- Command: `{result['command']}`",
-        f"- Wall time: {result['wall_seconds']:.0f} s (first step incl. compilation: "
-        f"{result['compile_seconds'] or 0:.1f} s); parameters: {result['num_params']:,}",
-    ]
-    if reduced:
-        lines.append("- Reduced configuration: the `tiny` variant reduces the data (shorter "
-                     "sequences or fewer examples) and the model so that it runs on a CPU in "
-                     "minutes; it is not comparable to the published figure.")
-    return "\n".join(lines) + "\n"
-
-
-def write_run_table(result: dict[str, Any], results_dir: str) -> str:
-    os.makedirs(results_dir, exist_ok=True)
-    stem = os.path.join(results_dir, f"{result.get('name') or result['task']}_{result['variant']}")
-    table = run_table(result)
-    with open(stem + ".md", "w") as f:
-        f.write(table)
-    with open(stem + ".json", "w") as f:
-        json.dump({k: v for k, v in result.items() if k != "config"} | {"config": result["config"]},
-                  f, indent=2)
-    return stem + ".md"
-
-
-# ============================================================================ the LRA table
-
-STANDARD_TASKS = ("ListOps", "Text", "Retrieval", "Image", "Pathfinder")
-COLUMNS = STANDARD_TASKS + ("Path-X",)
-STANDARD_VARIANTS = ("transformer", "luna16", "luna128", "luna256")
-ROW_ORDER = ("Transformer", "Luna-16", "Luna-128", "Luna-256")
-REDUCED_MARK = "†"
-
-# Published LRA test accuracy (%). Only figures checked against the papers are listed: none for
-# Luna-16 / Luna-128 here. "FAIL": the LRA paper's Transformer did not learn Path-X.
-PUBLISHED: dict[str, dict[str, Any]] = {
-    "Transformer": {
-        "source": "LRA paper (Tay et al., ICLR 2021), Table 1, Transformer",
-        "ListOps": 36.37, "Text": 64.27, "Retrieval": 57.46, "Image": 42.44, "Pathfinder": 71.40,
-        "Path-X": "FAIL", "Average": 54.39,
-    },
-    "Luna-256": {
-        "source": "Luna paper (Ma et al., NeurIPS 2021), LRA table, Luna-256",
-        "ListOps": 37.98, "Text": 65.78, "Retrieval": 79.56, "Image": 47.86, "Pathfinder": 78.55,
-        "Average": 61.95,
-    },
-}
-
-_TASK_COLUMNS = {"listops": "ListOps", "text": "Text", "imdb": "Text", "retrieval": "Retrieval",
-                 "aan": "Retrieval", "image": "Image", "cifar10": "Image",
-                 "pathx": "Path-X", "path-x": "Path-X", "path_x": "Path-X"}
 # Runs whose identity (luna_lra.config.identity) differs only in the seed are seeds of one
 # configuration.
 _NOT_SEED_IDENTITY = ("seed",)
-
-
-class BadResultError(ValueError):
-    """A malformed result.json; the message names the file and what is wrong."""
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def validate_result(result: Any, path: str) -> dict[str, Any]:
-    """Returns `result` if it has what the LRA table needs, else raises BadResultError."""
-    if not isinstance(result, dict):
-        raise BadResultError(f"{path}: expected a JSON object, got {type(result).__name__}")
-    missing = [k for k in ("task", "model", "test_accuracy", "config") if k not in result]
-    if missing:
-        raise BadResultError(f"{path}: missing required key(s) {missing}")
-    for key in ("task", "model"):
-        if not isinstance(result[key], str) or not result[key]:
-            raise BadResultError(f"{path}: {key!r} must be a non-empty string, got "
-                                 f"{result[key]!r}")
-    if not isinstance(result["config"], dict):
-        raise BadResultError(f"{path}: 'config' must be an object, got "
-                             f"{type(result['config']).__name__}")
-    for key in ("test_accuracy", "val_accuracy"):
-        if key not in result and key != "test_accuracy":
-            continue
-        v = result[key]
-        if not _is_number(v) or not 0.0 <= v <= 1.0:
-            raise BadResultError(f"{path}: {key!r} must be a number in [0, 1], got {v!r}")
-    for key, kind in (("variant", str), ("commit", str), ("machine", str), ("command", str)):
-        if result.get(key) is not None and not isinstance(result[key], kind):
-            raise BadResultError(f"{path}: {key!r} must be a string, got {result[key]!r}")
-    for key in ("step", "num_steps", "devices"):
-        v = result.get(key)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
-            raise BadResultError(f"{path}: {key!r} must be an integer, got {v!r}")
-    cfg = result["config"]
-    for section in ("data", "model", "train"):
-        if section in cfg and not isinstance(cfg[section], dict):
-            raise BadResultError(f"{path}: config.{section} must be an object, got "
-                                 f"{cfg[section]!r}")
-    for section, key in (("train", "num_steps"), ("data", "max_length"), ("model", "proj_len"),
-                         ("data", "resolution")):
-        v = cfg.get(section, {}).get(key)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
-            raise BadResultError(f"{path}: config.{section}.{key} must be an integer, got {v!r}")
-    if "seed" in cfg and (not isinstance(cfg["seed"], int) or isinstance(cfg["seed"], bool)):
-        raise BadResultError(f"{path}: config.seed must be an integer, got {cfg['seed']!r}")
-    return result
-
-
-def load_result(path: str) -> dict[str, Any]:
-    """Reads and validates one result.json (BadResultError naming the file if malformed)."""
-    try:
-        with open(path) as f:
-            result = json.load(f)
-    except json.JSONDecodeError as e:
-        raise BadResultError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column "
-                             f"{e.colno})") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadResultError(f"{path}: cannot be read ({e})") from e
-    return validate_result(result, path)
-
-
-def find_results(root: str) -> list[str]:
-    """Every result.json under root. A directory holding one is a run's workdir: its
-    subdirectories (checkpoints/, best/, tensorboard/) are not searched."""
-    paths = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        if "result.json" in filenames:
-            paths.append(os.path.join(dirpath, "result.json"))
-            dirnames[:] = []
-        else:
-            dirnames.sort()
-    return paths
-
-
-def collect_results(root: str, skip_bad: bool = False) -> tuple[list[dict], list[str]]:
-    """([result + '_path'], [skipped: 'path: why']). A malformed file raises BadResultError
-    listing every malformed file, unless skip_bad."""
-    good, bad = [], []
-    for path in find_results(root):
-        try:
-            result = load_result(path)
-        except BadResultError as e:
-            bad.append(str(e))
-            continue
-        good.append({**result, "_path": path})
-    if bad and not skip_bad:
-        raise BadResultError(f"{len(bad)} malformed result.json file(s) under {root} (fix or "
-                             "remove them, or pass --skip-bad to leave them out):\n  " +
-                             "\n  ".join(bad))
-    return good, bad
-
-
-# ----------------------------------------------------------------------------- classifying runs
-
-
-def task_column(result: dict) -> str:
-    """ListOps | Text | Retrieval | Image | Pathfinder | Path-X (or the task's own name).
-
-    Pathfinder: config data.resolution 128 is Path-X, 32 Pathfinder; without that field a
-    max_length of 128 * 128 tokens or more is Path-X."""
-    task = result["task"].lower()
-    data = result["config"].get("data", {})
-    resolution = data.get("resolution")
-    if task.startswith("pathfinder"):
-        if resolution is None:  # no data.resolution: from the task name or the length
-            m = re.match(r"pathfinder(\d+)$", task)
-            length = data.get("max_length")
-            resolution = int(m.group(1)) if m else (
-                128 if _is_number(length) and length >= 128 * 128 else 32)
-        if resolution == 128:
-            return "Path-X"
-        return "Pathfinder" if resolution == 32 else f"Pathfinder-{resolution}"
-    return _TASK_COLUMNS.get(task, result["task"])
-
-
-def model_label(result: dict) -> str:
-    """Transformer | Luna-<proj_len> | the model's name."""
-    if result["model"] == "transformer":
-        return "Transformer"
-    if result["model"] == "luna":
-        proj_len = result["config"].get("model", {}).get("proj_len")
-        if proj_len is None:
-            m = re.match(r"luna(\d+)$", result.get("variant") or "")
-            proj_len = int(m.group(1)) if m else None
-        return f"Luna-{proj_len}" if proj_len is not None else "Luna"
-    return result["model"]
-
-
-def _variant(result: dict) -> str:
-    return result.get("variant") or result["config"].get("variant") or ""
-
-
-def row_key(result: dict) -> str:
-    """The table row: the model label, plus the variant for non-standard variants (tiny ...)."""
-    variant = _variant(result)
-    label = model_label(result)
-    return label if not variant or variant in STANDARD_VARIANTS else f"{label} · {variant}"
-
-
-def config_spec(result: dict) -> str:
-    """`configs/<task>.py:<variant>`: the config file and variant the run was made from."""
-    return f"{result.get('config_file') or '?'}:{_variant(result)}"
-
-
-def reduced_reasons(result: dict) -> list[str]:
-    """Why this run is a reduced configuration (empty: it is not): the `tiny` variant, or
-    train.num_steps / data.max_length set below its config file's value."""
-    reasons = []
-    if _variant(result) == "tiny":
-        reasons.append("variant tiny (CPU demo: short sequences, small model)")
-    changed = result.get("changed_from_config_file") or {}
-    for field in ("train.num_steps", "data.max_length"):
-        if field in changed:
-            recipe, ran = changed[field]
-            if _is_number(recipe) and _is_number(ran) and ran < recipe:
-                reasons.append(f"{field} {ran} < {recipe} ({config_spec(result)} default)")
-    return reasons
 
 
 def _identity(result: dict) -> str:
@@ -595,7 +340,7 @@ def plot_curves(results: Sequence[dict], path: str, root: str = ".") -> list[str
             colour, style = cmap(k % 20), styles[row_key(result)]
             for ax, split, key in ((ax_val, "val", "accuracy"), (ax_loss, "train", "loss")):
                 pts = sorted((r["step"], r[key]) for r in rows
-                             if r.get("split") == split and _is_number(r.get(key)))
+                             if r.get("split") == split and is_number(r.get(key)))
                 if pts:
                     scale = 100.0 if key == "accuracy" else 1.0
                     ax.plot([p[0] for p in pts], [scale * p[1] for p in pts], color=colour,

@@ -1,24 +1,33 @@
-"""Run a sweep of training runs one after another, or print their launch commands.
+"""Run a sweep of training runs, one after another or packed onto a Ray cluster, or print their
+launch commands.
 
 A sweep file (e.g. configs/sweeps/lra_table.py) defines `get_sweep()`, returning a list of runs:
 
     {"config": "configs/listops.py:luna256",            # config file:variant, as for train.py
      "overrides": {"optim.learning_rate": 1e-4, "seed": 1},   # config field -> value
-     "name": "listops-luna256-lr0.0001-seed1"}          # unique, filesystem-safe
+     "name": "listops-luna256-lr0.0001-seed1",          # unique, filesystem-safe
+     "hosts": 1}                                        # optional: trainer processes, one per host
 
 `grid()` builds such lists as a product over any fields, so sweep files stay short.
 
-    python -m luna_lra.sweep --sweep configs/sweeps/lra_table.py --root runs/lra
-        [--only SUBSTRING ...] [--dry-run] [--print-commands {tpu,gpu}]
+    python -m luna_lra.sweep --sweep FILE --root DIR [--only SUBSTRING ...] [--dry-run]
+        [--backend local|ray] [--address auto|HOST:PORT]
+        [--gpus-per-run K | --tpu-chips-per-run K | --cpus-per-run K] [--max-retries N]
+    python -m luna_lra.sweep --sweep FILE --root DIR --status
+    python -m luna_lra.sweep --sweep FILE --root DIR --print-commands {tpu,gpu}
 
 Each run is `python -m luna_lra.train --config ... --workdir ROOT/<name> --config.a.b=value ...`
-started as a subprocess (a crash in one run does not stop the sweep) with its output streamed
-here and copied to ROOT/<name>/train.log. A run whose ROOT/<name>/result.json exists, is valid
-and was made with the same config is skipped; any other run is (re)started, and the trainer
-resumes it from its last checkpoint. The exit status is non-zero if any run failed.
+started as a subprocess (a crash in one run does not stop the sweep), its output copied to
+ROOT/<name>/train.log. `--backend local` (the default) runs them one after another here, with
+their output streamed; `--backend ray` runs as many at once as the Ray cluster holds (see
+luna_lra/sweep_ray.py). A run whose ROOT/<name>/result.json exists, is valid and was made with
+the same config is skipped; any other run is (re)started, and the trainer resumes it from its
+last checkpoint. A run that ends with an exit status a retry can fix (luna_lra/sweep_state.py)
+is started again, up to --max-retries times. The exit status is non-zero if any run failed.
 
 Config paths, and relative paths in the configs (data_dir, results_dir), are relative to the
-directory the sweep is started from, as for train.py: start it from the repository root.
+directory the sweep is started from, as for train.py: start it from the repository root (on a
+Ray cluster, the same path on every node, and ROOT on a file system every node shares).
 """
 
 from __future__ import annotations
@@ -27,7 +36,6 @@ import argparse
 import codecs
 import importlib.util
 import itertools
-import json
 import os
 import re
 import shlex
@@ -38,7 +46,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from luna_lra import config as config_lib
 
-RUN_KEYS = ("config", "overrides", "name")
+RUN_KEYS = ("config", "overrides", "name", "hosts")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 
 # Short names of fields in run names; any other field uses its last dotted component.
@@ -85,7 +93,7 @@ def safe_name(text: str) -> str:
 
 def grid(axes: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any] | None = None, *,
          prefix: str = "", config_dir: str = "configs",
-         short_names: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+         short_names: Mapping[str, str] | None = None, hosts: int = 1) -> list[dict[str, Any]]:
     """One run per point of the product of `axes` (field -> list of values), in order.
 
     Besides config fields ("optim.learning_rate", "seed", ...), an axis or a fixed value may be
@@ -94,6 +102,7 @@ def grid(axes: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any] | None = No
     name. The name joins the grid values in the order of `axes`, e.g.
     grid({"task": ["listops"], "variant": ["luna16"], "optim.learning_rate": [1e-4],
     "seed": [0, 1]}) -> names "listops-luna16-lr0.0001-seed0", "listops-luna16-lr0.0001-seed1".
+    `hosts` > 1: each run is that many trainer processes on distinct hosts (--backend ray).
     """
     fixed = dict(fixed or {})
     short_names = dict(short_names or {})
@@ -117,7 +126,8 @@ def grid(axes: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any] | None = No
         if not any(f in ("config", "task", "variant") for f in fields):
             parts.insert(0, _name_part("config", config, short_names))
         name = safe_name("-".join(([prefix] if prefix else []) + parts))
-        runs.append({"config": config, "overrides": values, "name": name})
+        runs.append({"config": config, "overrides": values, "name": name,
+                     **({"hosts": hosts} if hosts != 1 else {})})
     return runs
 
 
@@ -142,7 +152,8 @@ def run_config(run: Mapping[str, Any]):
 
 
 def check_runs(runs: Any, source: str = "the sweep", *, check_configs: bool = True) -> list[dict]:
-    """Validates a list of runs and returns it normalised (`overrides` defaults to {}).
+    """Validates a list of runs and returns it normalised (`overrides` defaults to {}, `hosts`
+    to 1).
 
     Refused, naming the run: a run that is not a dict, unknown or missing keys, a config path
     that does not exist (or a variant it refuses), an override of a field the config lacks or of
@@ -180,7 +191,12 @@ def check_runs(runs: Any, source: str = "the sweep", *, check_configs: bool = Tr
         if not isinstance(overrides, Mapping) or not all(isinstance(k, str) for k in overrides):
             raise SweepError(f"{source}: {label}: 'overrides' must be a dict of field -> value, "
                              f"got {overrides!r}")
-        run = {"config": run["config"], "overrides": dict(overrides), "name": name}
+        hosts = run.get("hosts", 1)
+        if not isinstance(hosts, int) or isinstance(hosts, bool) or hosts < 1:
+            raise SweepError(f"{source}: {label}: 'hosts' must be an integer >= 1 (trainer "
+                             f"processes, one per host), got {hosts!r}")
+        run = {"config": run["config"], "overrides": dict(overrides), "name": name,
+               "hosts": hosts}
         for field, value in run["overrides"].items():
             if isinstance(value, (dict, list, tuple)) or value is None:
                 raise SweepError(f"{source}: {label}: override {field}={value!r}: give a str, "
@@ -263,13 +279,13 @@ def run_status(run: Mapping[str, Any], workdir: str) -> tuple[str, str]:
     (a longer train.num_steps). stale: a valid result.json of another run: refused (running
     it would not give this run's result).
     """
-    from luna_lra import report  # light: numpy only
+    from luna_lra import results  # light: numpy only
 
     path = os.path.join(workdir, "result.json")
     if os.path.isfile(path):
         try:
-            result = report.load_result(path)
-        except report.BadResultError as e:
+            result = results.load_result(path)
+        except results.BadResultError as e:
             return "resume", f"result.json is not valid ({e}); running it again"
         want = config_lib.to_dict(run_config(run))
         if not config_lib.differences(result["config"], want):

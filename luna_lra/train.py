@@ -87,7 +87,7 @@ def run(argv: Sequence[str]) -> str:
     init_distributed(args)
     import jax
 
-    from luna_lra import checkpoints, report, trainer
+    from luna_lra import checkpoints, results, trainer
 
     command = "python -m luna_lra.train " + shlex.join(argv)
     changed = {f: [config_lib.flatten(recipe)[f], v] for f, v in
@@ -104,9 +104,9 @@ def run(argv: Sequence[str]) -> str:
     except (trainer.TrainingError, checkpoints.CheckpointError) as e:
         return _fail("crash", e)
     if jax.process_index() == 0:
-        print("\n" + report.run_table(result))
+        print("\n" + results.run_table(result))
         if config.train.results_dir:
-            path = report.write_run_table(result, config.train.results_dir)
+            path = results.write_run_table(result, config.train.results_dir)
             print(f"wrote {path} and {args.workdir}/result.json")
     return "finished"
 

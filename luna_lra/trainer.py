@@ -31,7 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from luna_lra import checkpoints as ckpt_lib
 from luna_lra import config as config_lib
 from luna_lra import data as data_lib
-from luna_lra import ops, provenance, report
+from luna_lra import ops, provenance, results
 from luna_lra.data import pipeline
 from luna_lra.metrics_log import MetricsWriter
 from luna_lra.models import build_model
@@ -412,7 +412,7 @@ class Loop:
             self.speed = (done - step0) / max(now - t0, 1e-9)
         self.last_status = (done, now)
         if jax.process_index() == 0:
-            report.write_json_atomic(os.path.join(self.run.workdir, "status.json"), {
+            results.write_json_atomic(os.path.join(self.run.workdir, "status.json"), {
                 "step": done, "num_steps": self.cfg.num_steps, "steps_per_second": self.speed,
                 "best_val_accuracy": self.progress.best_val_accuracy,
                 "best_step": self.progress.best_step, "updated_at": utc_now()})
@@ -500,7 +500,7 @@ def finish(run: Run, loop: Loop, started: float, command: str, changed: dict) ->
         "model": cfg.model.name, "config_file": cfg.config_file,
         "test_accuracy": p.test_at_best, "val_accuracy": p.best_val_accuracy,
         "step": p.best_step, "num_steps": cfg.train.num_steps,
-        "majority_baseline_test_accuracy": report.majority_baseline(
+        "majority_baseline_test_accuracy": results.majority_baseline(
             run.splits["train"]["targets"], run.splits["test"]["targets"]),
         "num_params": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(loop.state.params)),
         "params_sha256": ckpt_lib.params_digest(loop.state.params),
@@ -512,7 +512,7 @@ def finish(run: Run, loop: Loop, started: float, command: str, changed: dict) ->
         "jax_version": jax.__version__, "commit": provenance.git_commit(), "command": command,
         "changed_from_config_file": changed, "config": config_lib.to_dict(cfg),
     }
-    result.update(report.published_for(result))
+    result.update(results.published_for(result))
     if jax.process_index() == 0:
-        report.write_json_atomic(os.path.join(run.workdir, "result.json"), result)
+        results.write_json_atomic(os.path.join(run.workdir, "result.json"), result)
     return result

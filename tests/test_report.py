@@ -3,12 +3,11 @@ reduced marks, provenance, malformed files and the curves PNG. Results are writt
 
 import json
 import os
-import textwrap
 
 import numpy as np
 import pytest
 
-from luna_lra import report
+from luna_lra import report, results
 
 # What the runs' config files set (the reduced rule compares each run with its file).
 RECIPE = {"train.num_steps": 5000, "data.max_length": 2000, "optim.learning_rate": 1e-4}
@@ -53,9 +52,9 @@ def make_run(root, name, *, task="listops", model="luna", variant="luna256", see
 
 
 def _table(root):
-    results, skipped = report.collect_results(str(root))
+    found, skipped = results.collect_results(str(root))
     assert not skipped
-    table = report.build_lra_table(results, str(root))
+    table = report.build_lra_table(found, str(root))
     return table, {row["model"]: row for row in table["rows"]}
 
 
@@ -104,7 +103,7 @@ def test_cells_seed_statistics_averages_and_published_figures(tmp_path):
     assert rows["Transformer"]["average"]["mean"] == pytest.approx(52.0)
     assert rows["Transformer"]["average"]["published"] == 54.39
     assert rows["Transformer"]["cells"]["Path-X"] == {"mean": None, "n": 0, "published": "FAIL"}
-    published_t = {c: rows["Transformer"]["cells"][c]["published"] for c in report.STANDARD_TASKS}
+    published_t = {c: rows["Transformer"]["cells"][c]["published"] for c in results.STANDARD_TASKS}
     assert published_t == {"ListOps": 36.37, "Text": 64.27, "Retrieval": 57.46, "Image": 42.44,
                            "Pathfinder": 71.40}
 
@@ -229,8 +228,8 @@ def test_every_malformed_file_is_listed_and_no_results_is_an_error(tmp_path, cap
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "result.json").write_text("[]")
-    with pytest.raises(report.BadResultError) as e:
-        report.collect_results(str(tmp_path))
+    with pytest.raises(results.BadResultError) as e:
+        results.collect_results(str(tmp_path))
     assert str(tmp_path / "a" / "result.json") in str(e.value)
     assert str(tmp_path / "b" / "result.json") in str(e.value)
     assert report.main(["--root", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 1
@@ -245,8 +244,8 @@ def test_curves_survive_missing_and_broken_metrics(tmp_path):
     b = make_run(tmp_path / "runs", "b", task="text")
     with open(b / "metrics.jsonl", "a") as f:
         f.write("{broken\n")
-    results, _ = report.collect_results(str(tmp_path / "runs"))
-    warns = report.plot_curves(results, str(tmp_path / "c.png"), str(tmp_path / "runs"))
+    found, _ = results.collect_results(str(tmp_path / "runs"))
+    warns = report.plot_curves(found, str(tmp_path / "c.png"), str(tmp_path / "runs"))
     assert any("metrics.jsonl: missing" in w for w in warns)
     assert any("skipped 1 unreadable line" in w for w in warns)
     assert (tmp_path / "c.png").stat().st_size > 0
@@ -256,18 +255,18 @@ def test_rows_and_columns_from_result_fields():
     def res(task, model_name, variant, **cfg):
         return {"task": task, "model": model_name, "variant": variant, "config": cfg}
 
-    assert report.task_column(res("pathfinder", "luna", "luna16", data={"resolution": 128})) \
+    assert results.task_column(res("pathfinder", "luna", "luna16", data={"resolution": 128})) \
         == "Path-X"
-    assert report.task_column(res("pathfinder", "luna", "luna16", data={})) == "Pathfinder"
-    assert report.task_column(res("pathfinder", "luna", "luna16", data={"max_length": 16384})) \
+    assert results.task_column(res("pathfinder", "luna", "luna16", data={})) == "Pathfinder"
+    assert results.task_column(res("pathfinder", "luna", "luna16", data={"max_length": 16384})) \
         == "Path-X"
-    assert report.task_column(res("pathfinder", "luna", "luna16", data={"resolution": 32})) \
+    assert results.task_column(res("pathfinder", "luna", "luna16", data={"resolution": 32})) \
         == "Pathfinder"
-    assert report.task_column(res("retrieval", "luna", "luna16")) == "Retrieval"
-    assert report.row_key(res("text", "luna", "luna128", model={"proj_len": 128})) == "Luna-128"
-    assert report.row_key(res("text", "luna", "luna256", model={"proj_len": 64})) == "Luna-64"
-    assert report.row_key(res("text", "transformer", "transformer")) == "Transformer"
-    assert report.row_key(res("text", "luna", "tiny", model={"proj_len": 16})) == "Luna-16 · tiny"
+    assert results.task_column(res("retrieval", "luna", "luna16")) == "Retrieval"
+    assert results.row_key(res("text", "luna", "luna128", model={"proj_len": 128})) == "Luna-128"
+    assert results.row_key(res("text", "luna", "luna256", model={"proj_len": 64})) == "Luna-64"
+    assert results.row_key(res("text", "transformer", "transformer")) == "Transformer"
+    assert results.row_key(res("text", "luna", "tiny", model={"proj_len": 16})) == "Luna-16 · tiny"
 
 
 def test_per_run_table_functions_still_work(tmp_path):
@@ -277,7 +276,24 @@ def test_per_run_table_functions_still_work(tmp_path):
               "paper_source": "", "machine": "cpu", "jax_version": "x", "commit": "c",
               "command": "cmd", "wall_seconds": 1.0, "compile_seconds": 0.5, "num_params": 10,
               "config": {}}
-    assert "(reduced)" in report.run_table(result)
-    path = report.write_run_table(result, str(tmp_path))
+    assert "(reduced)" in results.run_table(result)
+    path = results.write_run_table(result, str(tmp_path))
     assert os.path.exists(path) and os.path.exists(tmp_path / "listops_tiny.json")
-    assert report.majority_baseline([1, 1, 2], [1, 2]) == 0.5
+    assert results.majority_baseline([1, 1, 2], [1, 2]) == 0.5
+
+
+def test_published_figures_come_from_the_one_table():
+    def res(task, name, variant, **cfg):
+        return {"task": task, "model": name, "variant": variant, "config": cfg}
+
+    luna = results.published_for(res("listops", "luna", "luna256", model={"proj_len": 256}))
+    assert luna["paper_accuracy"] == pytest.approx(0.3798)
+    assert luna["paper_source"] == results.PUBLISHED["Luna-256"]["source"]
+    assert results.published_for(res("text", "transformer", "transformer"))["paper_accuracy"] \
+        == pytest.approx(0.6427)
+    for none in (res("listops", "luna", "luna16", model={"proj_len": 16}),  # none checked
+                 res("listops", "luna", "tiny", model={"proj_len": 256})):  # not the recipe
+        assert results.published_for(none) == {"paper_accuracy": None, "paper_source": ""}
+    failed = results.published_for(res("pathfinder", "transformer", "transformer",
+                                       data={"resolution": 128}))
+    assert failed["paper_accuracy"] is None and failed["paper_source"].endswith(": FAIL")
