@@ -16,7 +16,8 @@ lra_release). In the release the metadata ".npy" files are text, one line per im
 of which the image path (fields 1 and 2) and the label (field 4, 0 or 1) are used; fields 3
 (index) must be an integer. A real NumPy .npy holding the same rows as strings (what the
 published generator's np.save writes) is read too. Make data with
-`python -m data_prep.pathfinder` (same layout), or set data.generate_if_missing.
+`python -m data_prep.pathfinder` (same layout; the generator is pathfinder_generator, the
+writer pathfinder_writer), or set data.generate_if_missing.
 
 Reading: metadata files in numeric batch order, lines in file order; every PNG is decoded as
 8-bit grey (palette / RGB(A) / LA images are converted) and must be resolution x resolution;
@@ -30,7 +31,8 @@ token 0 as LRA's code does (its models treat id 0 as padding).
 
 Bad input raises DataError naming the file and (1-based) line: a missing level folder or
 metadata folder, a malformed metadata line, a line pointing at a missing image, an unreadable
-or wrongly sized PNG. Nothing is dropped silently: with data.skip_bad_images=True (default
+or wrongly sized PNG (check_level, behind `data_prep.pathfinder --check`, decodes every image
+the same way and reports each kind of problem). Nothing is dropped silently: with data.skip_bad_images=True (default
 False) missing and unreadable images are skipped instead, counted and logged (LRA's pipeline
 drops empty image files; the pathfinder32 release has at least one).
 
@@ -44,7 +46,6 @@ import io
 import logging
 import os
 import re
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -201,75 +202,97 @@ def read_metadata(path: str, level_dir: str) -> list[tuple[str, int, int]]:
 # ----------------------------------------------------------------------------- images
 
 
-class _BadImage(Exception):
-    pass
+class BadImage(Exception):
+    """An image the reader refuses; `kind` says which problem it is (one of BAD_KINDS)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+BAD_KINDS = ("missing", "empty", "unreadable", "wrong mode", "wrong size")
 
 
 def decode_png(path: str, resolution: int) -> np.ndarray:
-    """uint8 [resolution**2]: the image as 8-bit grey, row-major. Raises _BadImage."""
+    """uint8 [resolution**2]: the image as 8-bit grey, row-major. Raises BadImage."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        raise _BadImage("image file not found") from None
+        raise BadImage("missing", "image file not found") from None
     except OSError as e:
-        raise _BadImage(f"cannot read ({e})") from None
+        raise BadImage("unreadable", f"cannot read ({e})") from None
     if not data:
-        raise _BadImage("empty file")
+        raise BadImage("empty", "empty file")
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
             if im.mode in _CONVERTIBLE_MODES:
                 im = im.convert("L")
             if im.mode != "L":
-                raise _BadImage(f"image mode {im.mode!r}; expected 8-bit grey ('L')")
+                raise BadImage("wrong mode", f"image mode {im.mode!r}; expected 8-bit grey ('L')")
             if im.size != (resolution, resolution):
-                raise _BadImage(f"image is {im.size[0]}x{im.size[1]}; expected "
-                                f"{resolution}x{resolution} (data.resolution={resolution})")
+                raise BadImage("wrong size", f"image is {im.size[0]}x{im.size[1]}; expected "
+                               f"{resolution}x{resolution} (data.resolution={resolution})")
             return np.frombuffer(im.tobytes(), np.uint8)
-    except _BadImage:
+    except BadImage:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise _BadImage(f"unreadable image ({type(e).__name__}: {e})") from None
+        raise BadImage("unreadable", f"unreadable image ({type(e).__name__}: {e})") from None
+
+
+def level_entries(level_dir: str) -> list[tuple[str, int, str]]:
+    """[(image path, label, "metadata file, line k")] of a level, in reading order."""
+    return [(path, label, f"{meta}, line {lineno}") for meta in metadata_files(level_dir)
+            for path, label, lineno in read_metadata(meta, level_dir)]
+
+
+def decode_all(entries: list[tuple[str, int, str]], resolution: int, store, workers: int = 0,
+               stop_at_first: bool = False) -> dict[int, BadImage]:
+    """Decodes every entry on a thread pool, calling store(i, pixels) for the good ones;
+    returns {entry index: BadImage} of the bad ones (with stop_at_first, each chunk stops at
+    its first bad image)."""
+    errors: dict[int, BadImage] = {}
+
+    def work(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            try:
+                store(i, decode_png(entries[i][0], resolution))
+            except BadImage as e:
+                errors[i] = e
+                if stop_at_first:
+                    return
+
+    n = len(entries)
+    workers = int(workers) if workers and int(workers) > 0 else min(8, os.cpu_count() or 1)
+    bounds = [(lo, min(lo + 256, n)) for lo in range(0, n, 256)]
+    if workers == 1 or len(bounds) <= 1:
+        for lo, hi in bounds:
+            work(lo, hi)
+            if errors and stop_at_first:
+                break
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda b: work(*b), bounds))
+    return errors
 
 
 def load_level(level_dir: str, resolution: int, skip_bad_images: bool = False,
                workers: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """All images of a level: (uint8 [N, resolution**2], int32 labels [N], skipped messages)."""
-    entries: list[tuple[str, int, str]] = []  # (image path, label, "metadata file, line k")
-    for meta in metadata_files(level_dir):
-        for path, label, lineno in read_metadata(meta, level_dir):
-            entries.append((path, label, f"{meta}, line {lineno}"))
+    entries = level_entries(level_dir)
     n, size = len(entries), resolution * resolution
     if not n:
         raise DataError(f"{level_dir}/metadata: the metadata files list no images")
     inputs = np.empty((n, size), np.uint8)
-    ok = np.ones(n, bool)
-    errors: dict[int, str] = {}
 
-    def work(lo: int, hi: int) -> None:
-        for i in range(lo, hi):
-            try:
-                inputs[i] = decode_png(entries[i][0], resolution)
-            except _BadImage as e:
-                ok[i] = False
-                errors[i] = f"{entries[i][0]}: {e} (listed in {entries[i][2]})"
-                if not skip_bad_images:
-                    return  # the first error in this chunk is enough
+    def store(i: int, pixels: np.ndarray) -> None:
+        inputs[i] = pixels
 
-    workers = int(workers) if workers and int(workers) > 0 else min(8, os.cpu_count() or 1)
-    chunk = 256
-    bounds = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
-    if workers == 1 or len(bounds) == 1:
-        for lo, hi in bounds:
-            work(lo, hi)
-            if errors and not skip_bad_images:
-                break
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda b: work(*b), bounds))
+    bad = decode_all(entries, resolution, store, workers, stop_at_first=not skip_bad_images)
+    errors = {i: f"{entries[i][0]}: {e} (listed in {entries[i][2]})" for i, e in bad.items()}
     if errors and not skip_bad_images:
         first = errors[min(errors)]
         more = f" ({len(errors) - 1} more bad images found)" if len(errors) > 1 else ""
@@ -278,10 +301,31 @@ def load_level(level_dir: str, resolution: int, skip_bad_images: bool = False,
     labels = np.asarray([e[1] for e in entries], np.int32)
     skipped = [errors[i] for i in sorted(errors)]
     if skipped:
+        ok = np.ones(n, bool)
+        ok[list(errors)] = False
         inputs, labels = inputs[ok], labels[ok]
         if not len(labels):
             raise DataError(f"{level_dir}: every listed image is bad, e.g. {skipped[0]}")
     return inputs, labels, skipped
+
+
+def check_level(level_dir: str, resolution: int, workers: int = 0) -> dict[str, Any]:
+    """What `data_prep.pathfinder --check` reports for one level: its entries (metadata
+    problems raise DataError), labels, split sizes, and every image decoded as training
+    decodes it: {kind: (count, first image, its message, where it is listed)} of bad ones."""
+    entries = level_entries(level_dir)
+    bad = decode_all(entries, resolution, lambda i, pixels: None, workers)
+    problems: dict[str, list] = {}
+    for i in sorted(bad):
+        kind = bad[i].kind
+        if kind in problems:
+            problems[kind][0] += 1
+        else:
+            problems[kind] = [1, entries[i][0], str(bad[i]), entries[i][2]]
+    labels = np.bincount([label for _, label, _ in entries], minlength=2)
+    return {"images": len(entries), "labels": labels.tolist(),
+            "split": split_bounds(len(entries)),
+            "problems": {k: tuple(v) for k, v in problems.items()}}
 
 
 def split_bounds(n: int) -> tuple[int, int]:
@@ -335,31 +379,35 @@ def _generated_and_complete(root: str, resolution: int, level: str, kw: dict) ->
     """Whether `root` holds a finished generator run with exactly these parameters."""
     import json
 
+    from luna_lra.data import pathfinder_writer as writer
+
     try:
-        with open(os.path.join(root, "generator.json")) as f:
+        with open(os.path.join(root, writer.PARAMS_FILE)) as f:
             rec = json.load(f)
     except (OSError, ValueError):
         return False
-    want = {"resolution": resolution, "level": level, "num_images": kw["generate_num_images"],
-            "seed": kw["generate_seed"], "batch_size": kw["generate_batch_size"]}
+    want = {"format": writer.FORMAT_VERSION, "resolution": resolution, "level": level,
+            "num_images": kw["generate_num_images"], "seed": kw["generate_seed"],
+            "batch_size": kw["generate_batch_size"]}
     if any(rec.get(k) != v for k, v in want.items()):
         return False  # the generator itself reports the mismatch
-    from data_prep import pathfinder as generator
-
-    sizes = generator.batch_sizes(want["num_images"], want["batch_size"])
-    return all(generator.batch_is_complete(root, b, n) for b, n in enumerate(sizes))
+    sizes = writer.batch_sizes(want["num_images"], want["batch_size"])
+    return all(writer.batch_is_complete(root, b, n) for b, n in enumerate(sizes))
 
 
 def prepare_if_missing(data_cfg: Any) -> bool:
-    """Generates a Pathfinder level with data_prep.pathfinder when data.generate_if_missing is
-    true and no level folder with metadata exists (or one this generator started is
-    incomplete: it is resumed). Returns whether it ran the generator.
+    """Generates a Pathfinder level (luna_lra.data.pathfinder_writer) when
+    data.generate_if_missing is true and no level folder with metadata exists (or one this
+    generator started is incomplete: it is resumed). Returns whether it ran the generator.
 
     Fields: generate_num_images (2000), generate_seed (0), generate_batch_size (1000),
     generate_workers (0 = all cores), generate_show_progress (True). Data goes to
     data_dir/<level_dir>. A release folder (metadata but no generator.json) is never touched.
-    The generator runs as a subprocess, so its worker processes can fork safely.
+    The generator runs in this process; its worker processes are spawned, not forked, once
+    JAX is loaded.
     """
+    from luna_lra.data import pathfinder_writer as writer
+
     if not getattr(data_cfg, "generate_if_missing", False):
         return False
     data_dir = _data_dir(data_cfg)
@@ -369,31 +417,26 @@ def prepare_if_missing(data_cfg: Any) -> bool:
     for path in candidate_level_dirs(data_dir, resolution, level):
         has_meta = os.path.isdir(os.path.join(path, "metadata")) and any(
             n.endswith(".npy") for n in os.listdir(os.path.join(path, "metadata")))
-        if has_meta and not os.path.isfile(os.path.join(path, "generator.json")):
+        if has_meta and not os.path.isfile(os.path.join(path, writer.PARAMS_FILE)):
             return False  # data from elsewhere (e.g. the LRA release): use it as it is
     kw = {k: int(getattr(data_cfg, k, v)) for k, v in GENERATE_DEFAULTS.items()}
     level_key = next(k for k, v in LEVEL_DIRS.items() if v == name)
     if _generated_and_complete(os.path.join(data_dir, name), resolution, level_key, kw):
         return False
-    cmd = [sys.executable, "-m", "data_prep.pathfinder", "--out", data_dir,
-           "--resolution", str(resolution), "--level", level_key,
-           "--num_images", str(kw["generate_num_images"]), "--seed", str(kw["generate_seed"]),
-           "--batch_size", str(kw["generate_batch_size"])]
-    if kw["generate_workers"] > 0:
-        cmd += ["--workers", str(kw["generate_workers"])]
-    if not getattr(data_cfg, "generate_show_progress", True):
-        cmd += ["--no_progress"]
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     msg = (f"pathfinder: generating pathfinder{resolution}/{name} in {data_dir} "
            f"({kw['generate_num_images']} images, seed {kw['generate_seed']}; resumes an "
-           f"interrupted run): {' '.join(cmd[1:])}")
+           f"interrupted run)")
     log.warning(msg)
     print(msg, file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=None, text=True)
-    if proc.returncode != 0:
-        raise DataError(f"{os.path.join(data_dir, name)}: the Pathfinder generator failed "
-                        f"(exit {proc.returncode}); command: {' '.join(cmd)}")
-    log.info("pathfinder: %s", proc.stdout.strip())
+    try:
+        summary = writer.generate(
+            data_dir, resolution, level_key, kw["generate_num_images"],
+            batch_size=kw["generate_batch_size"], workers=kw["generate_workers"] or None,
+            seed=kw["generate_seed"],
+            show_progress=bool(getattr(data_cfg, "generate_show_progress", True)))
+    except ValueError as e:
+        raise DataError(f"{os.path.join(data_dir, name)}: the Pathfinder generator refused to "
+                        f"run: {e}") from None
+    log.info("pathfinder: generated %d images in %.1f s", summary["generated_images"],
+             summary["seconds"])
     return True
