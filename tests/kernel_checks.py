@@ -1,5 +1,6 @@
 """Shared by test_pallas_gpu.py and test_pallas_tpu.py: random cases with ragged and all-padded
-examples, and the kernel-vs-reference check of outputs and dq, dk, dv."""
+examples (tiny ones, and ones at the shapes the models run), and the kernel-vs-reference check
+of outputs and dq, dk, dv."""
 
 import contextlib
 
@@ -24,14 +25,27 @@ def rel(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
-def case(seed, kind, dtype=jnp.float32):
-    """Random tiny shapes; batch 3 = one ragged example, one all-padded, one shorter than l."""
+def case(seed, kind, dtype=jnp.float32, head_dim=None):
+    """Random tiny shapes; batch 3 = one ragged example, one all-padded, one shorter than l.
+    head_dim: instead of a random one of 8, 16, 32."""
     rng = np.random.default_rng(seed)
     n, l, d = int(rng.integers(40, 71)), int(rng.integers(3, 10)), int(rng.choice([8, 16, 32]))
+    d = head_dim or d
     lq, lk = (l, n) if kind == "pack" else (n, l)
     q, k, v = (jnp.asarray(rng.normal(size=(3, m, 2, d)), dtype) for m in (lq, lk, lk))
     ragged = int(rng.integers(l + 1, n)) if kind == "pack" else lk
     lengths = jnp.array([ragged, 0, int(rng.integers(1, l))])
+    return q, k, v, jnp.arange(lk)[None, :] < lengths[:, None]
+
+
+def real_case(kind, n, l, head_dim, dtype, heads):
+    """Random inputs at a shape the models run: the long side n, the packed side l. Batch 2:
+    example 0's real keys end inside a block (pack: 37 short of n; unpack: 3 short of l),
+    example 1 is all padding."""
+    rng = np.random.default_rng(n + l + head_dim)
+    lq, lk = (l, n) if kind == "pack" else (n, l)
+    q, k, v = (jnp.asarray(rng.normal(size=(2, m, heads, head_dim)), dtype) for m in (lq, lk, lk))
+    lengths = jnp.array([lk - (37 if kind == "pack" else 3), 0])
     return q, k, v, jnp.arange(lk)[None, :] < lengths[:, None]
 
 

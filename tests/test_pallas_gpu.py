@@ -1,6 +1,10 @@
 """The Triton kernels (ops/pallas_gpu.py) in Pallas interpret mode on the CPU (compiled on a
-GPU backend), against the reference: outputs and dq, dk, dv under a random cotangent; also that they lower to Triton IR
-(no GPU needed for that) and the impl dispatch in ops/__init__.py."""
+GPU backend), against the reference: outputs and dq, dk, dv under a random cotangent, at tiny
+shapes and at the plans make_plan picks for the shapes the models run; also that they lower to
+Triton IR with masked loads and stores exactly where a block passes an array's end (no GPU
+needed for that) and the impl dispatch in ops/__init__.py."""
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -9,8 +13,9 @@ import pytest
 from jax import export
 
 from luna_lra import ops
-from kernel_checks import BF16_TOL, F32_TOL, SEED, case, check, rel
-from luna_lra.ops import pallas_gpu, reference
+from kernel_checks import BF16_TOL, F32_TOL, SEED, case, check, real_case, rel
+from luna_lra.ops import _pallas_common as common
+from luna_lra.ops import pallas_gpu, reference, triton_compile
 
 # Interpret mode on the CPU; on a GPU backend the same tests check the compiled Triton kernels.
 INTERPRET = jax.default_backend() != "gpu"
@@ -52,13 +57,66 @@ def test_backward_blocks_smaller_than_forward(kind):
     mask = jnp.arange(lk)[None, :] < jnp.array([lk - 7, 0, 5])[:, None]
     plan = pallas_gpu.make_plan(kind, 3, 2, lq, lk, q.shape[3], q.dtype, 0.1, True, block_q=None,
                                 block_k=None, num_splits=None)
-    opt = dict(plan.options)
-    assert opt["dq_block_k"] < plan.block_k and opt["dkdv_block_k"] < plan.block_k
-    assert opt["dkdv_block_q"] < plan.block_q
+    assert plan.dq.block_k < plan.fwd.block_k and plan.dkdv.block_k < plan.fwd.block_k
+    assert plan.dkdv.block_q < plan.fwd.block_q
     fn, ref = ((pallas_gpu.pack_attention, reference.pack_attention) if kind == "pack"
                else (pallas_gpu.unpack_attention, reference.unpack_attention))
     _check(fn, ref, q, k, v, mask, F32_TOL, interpret=INTERPRET, dropout_rate=0.1,
            dropout_seed=SEED)
+
+
+@pytest.mark.parametrize("kind", ["pack", "unpack"])
+def test_head_dim_not_a_power_of_two(kind):
+    # Tiles span 32 columns; the 8 past head_dim 24 are masked on every load and store.
+    q, k, v, mask = case(50 + (kind == "pack"), kind, head_dim=24)
+    fn, ref = ((pallas_gpu.pack_attention, reference.pack_attention) if kind == "pack"
+               else (pallas_gpu.unpack_attention, reference.unpack_attention))
+    _check(fn, ref, q, k, v, mask, F32_TOL, interpret=INTERPRET, block_q=16, block_k=16,
+           dropout_rate=0.1, dropout_seed=SEED)
+
+
+B = common.BlockSizes
+REAL_PLANS = [  # (kind, n, l, head_dim, dtype, dropout, heads): the plan make_plan picks
+    (("pack", 1000, 256, 64, jnp.bfloat16, 0.1, 2),  # 128 x 128 tiles on 8 warps, split keys
+     dict(fwd=B(128, 128, 8), dq=B(128, 32, 4), dkdv=B(32, 64, 4), k_splits=8, q_splits=4)),
+    (("pack", 2000, 16, 64, jnp.bfloat16, 0.0, 2),
+     dict(fwd=B(16, 128, 4), dq=B(16, 32, 4), dkdv=B(16, 64, 4), k_splits=16, q_splits=1)),
+    (("pack", 4095, 16, 128, jnp.float32, 0.0, 1),
+     dict(fwd=B(16, 64, 8), dq=B(16, 32, 8), dkdv=B(16, 64, 8), k_splits=64, q_splits=1)),
+    (("pack", 4095, 256, 128, jnp.float32, 0.1, 1),
+     dict(fwd=B(64, 64, 8), dq=B(64, 32, 8), dkdv=B(32, 64, 8), k_splits=32, q_splits=2)),
+    (("unpack", 4095, 256, 128, jnp.bfloat16, 0.1, 1),  # split queries in dk/dv
+     dict(fwd=B(32, 256, 8), dq=B(32, 32, 8), dkdv=B(32, 64, 8), k_splits=1, q_splits=32)),
+    (("unpack", 4095, 16, 128, jnp.bfloat16, 0.0, 1),
+     dict(fwd=B(64, 16, 8), dq=B(64, 16, 8), dkdv=B(32, 16, 8), k_splits=1, q_splits=128)),
+    (("unpack", 1000, 256, 64, jnp.float32, 0.1, 2),
+     dict(fwd=B(16, 256, 4), dq=B(16, 32, 4), dkdv=B(16, 64, 4), k_splits=1, q_splits=16)),
+    (("unpack", 1000, 16, 64, jnp.float32, 0.0, 2),
+     dict(fwd=B(64, 16, 4), dq=B(64, 16, 4), dkdv=B(32, 16, 4), k_splits=1, q_splits=32)),
+]
+
+
+def _plan_id(case):
+    (kind, n, l, d, dtype, rate, heads), _ = case
+    return f"{kind}-n{n}-l{l}-d{d}-{jnp.dtype(dtype).name}-p{rate}-h{heads}"
+
+
+@pytest.mark.parametrize("shape, want", REAL_PLANS, ids=map(_plan_id, REAL_PLANS))
+def test_real_plans(shape, want):
+    # The blocks, warps and splits "auto" runs at the models' shapes, with n not a multiple of
+    # any block; asserted first, so a change to make_plan cannot silently stop testing them.
+    kind, n, l, d, dtype, rate, heads = shape
+    q, k, v, mask = real_case(kind, n, l, d, dtype, heads)
+    plan = pallas_gpu.make_plan(kind, 2, heads, q.shape[1], k.shape[1], d, dtype, rate,
+                                INTERPRET, block_q=None, block_k=None, num_splits=None)
+    assert {name: getattr(plan, name) for name in want} == want
+    n_blocks = ((plan.fwd.block_k, plan.dq.block_k, plan.dkdv.block_k) if kind == "pack"
+                else (plan.fwd.block_q, plan.dq.block_q, plan.dkdv.block_q))
+    assert n % min(n_blocks), "n must leave each kernel a ragged last block"
+    fn, ref = ((pallas_gpu.pack_attention, reference.pack_attention) if kind == "pack"
+               else (pallas_gpu.unpack_attention, reference.unpack_attention))
+    _check(fn, ref, q, k, v, mask, F32_TOL if dtype == jnp.float32 else BF16_TOL,
+           interpret=INTERPRET, dropout_rate=rate, dropout_seed=SEED)
 
 
 def test_uneven_key_splits():
@@ -73,7 +131,8 @@ def test_uneven_key_splits():
 @pytest.mark.parametrize("kind", ["pack", "unpack"])
 def test_lowers_to_triton(kind):
     # Pallas -> Triton IR lowering runs without a GPU (jax.export); PTX compilation does not.
-    b, h, d, n, l = 2, 8, 64, 1024, 256 if kind == "unpack" else 128
+    # n = 1000 is no block multiple, yet nothing is padded in HBM (masked loads instead).
+    b, h, d, n, l = 2, 8, 64, 1000, 256 if kind == "unpack" else 128
     lq, lk = (l, n) if kind == "pack" else (n, l)
     fn = getattr(pallas_gpu, f"{kind}_attention")
 
@@ -84,9 +143,35 @@ def test_lowers_to_triton(kind):
 
     spec = lambda m: jax.ShapeDtypeStruct((b, m, h, d), jnp.bfloat16)
     exp = export.export(jax.jit(f), platforms=["cuda"], disabled_checks=[
-        export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(
+        export.DisabledSafetyCheck.custom_call(triton_compile.CUSTOM_CALL)])(
             spec(lq), spec(lk), spec(lk), jax.ShapeDtypeStruct((b, lk), jnp.bool_), spec(lq))
-    assert exp.mlir_module().count("__gpu$xla.gpu.triton") == 3  # fwd, dq, dkdv
+    assert exp.mlir_module().count(triton_compile.CUSTOM_CALL) == 3  # fwd, dq, dkdv
+    assert "stablehlo.pad" not in exp.mlir_module()
+
+
+def _masked_and_plain(ttir, columns=None):
+    """(masked, plain) counts of the tensor loads and stores in Triton IR (`tt.load ptr, mask,
+    other` / `tt.store ptr, value, mask` against `tt.load ptr` / `tt.store ptr, value`);
+    columns: only those of 2-d tiles with that many columns."""
+    ops = re.findall(r"tt\.(?:load|store) (%[^:]*) : tensor<([\dx]+)x!tt\.ptr", ttir)
+    ops = [args for args, shape in ops
+           if columns is None or shape.count("x") == 1 and shape.endswith(f"x{columns}")]
+    masked = sum(args.count(",") == 2 for args in ops)
+    return masked, len(ops) - masked
+
+
+@pytest.mark.parametrize("kind", ["pack", "unpack"])
+def test_ragged_edges_are_masked_loads_and_stores(kind):
+    # Every tensor access of every kernel is masked when n and l are not block multiples, and
+    # every access of a [rows, 32] tile is at head_dim 24, so none reads or writes past an
+    # array's end on a GPU (interpret mode cannot show that: it pads). At block multiples and
+    # head_dim 32 none is.
+    for n, l, d, columns, want_masked in ((1000, 9, 32, None, True), (1024, 16, 24, 32, True),
+                                          (1024, 16, 32, None, False)):
+        for x in triton_compile.lower_to_triton(kind, 2, 2, n, l, d, "bfloat16", 0.1):
+            masked, plain = _masked_and_plain(x.ttir, columns)
+            assert (masked > 0 and plain == 0) if want_masked else (masked == 0 and plain > 0), (
+                n, l, d, x.kernel, masked, plain)
 
 
 def test_dispatch():

@@ -1,6 +1,7 @@
 """The Mosaic kernels (ops/pallas_tpu.py) in TPU interpret mode on the CPU, with the race
-detector on, against the reference: outputs and dq, dk, dv under a random cotangent; also that
-they lower to Mosaic (no TPU needed for that; Mosaic's own compile passes are not run)."""
+detector on, against the reference: outputs and dq, dk, dv under a random cotangent, at tiny
+shapes and at the plans make_plan picks for the shapes the models run; also that they lower to
+Mosaic with ragged lengths (no TPU needed for that; Mosaic's own compile passes are not run)."""
 
 import importlib
 import warnings
@@ -11,7 +12,8 @@ import pytest
 from jax import export
 from jax.experimental.pallas import tpu as pltpu
 
-from kernel_checks import BF16_TOL, F32_TOL, SEED, case, check
+from kernel_checks import BF16_TOL, F32_TOL, SEED, case, check, real_case
+from luna_lra.ops import _pallas_common as common
 from luna_lra.ops import pallas_tpu, reference
 
 # One simulated core: with two, the "parallel" split axes would run concurrently under the
@@ -58,10 +60,42 @@ def test_default_blocks_and_bfloat16():
            interpret=True, dropout_rate=0.1, dropout_seed=SEED)
 
 
+REAL_PLANS = [  # (kind, n, l, head_dim, dtype, dropout, heads): the blocks make_plan picks
+    (("pack", 1000, 16, 64, jnp.bfloat16, 0.1, 2), (16, 512)),
+    (("pack", 4095, 256, 128, jnp.float32, 0.0, 1), (256, 512)),
+    (("unpack", 1000, 256, 128, jnp.float32, 0.0, 1), (256, 256)),
+    (("unpack", 4095, 16, 64, jnp.bfloat16, 0.1, 2), (256, 16)),
+]
+
+
+def _plan_id(case):
+    (kind, n, l, d, dtype, rate, heads), _ = case
+    return f"{kind}-n{n}-l{l}-d{d}-{jnp.dtype(dtype).name}-p{rate}-h{heads}"
+
+
+@pytest.mark.parametrize("shape, blocks", REAL_PLANS, ids=map(_plan_id, REAL_PLANS))
+def test_real_plans(shape, blocks):
+    # The blocks "auto" runs at the models' shapes (one for all three kernels; batch x heads
+    # fills the two cores, so no splits), with n not a block multiple: the last block along n
+    # is partial.
+    kind, n, l, d, dtype, rate, heads = shape
+    q, k, v, mask = real_case(kind, n, l, d, dtype, heads)
+    plan = pallas_tpu.make_plan(kind, 2, heads, q.shape[1], k.shape[1], d, dtype, rate, RACES,
+                                block_q=None, block_k=None, num_splits=None)
+    want = common.BlockSizes(*blocks)
+    assert (plan.fwd, plan.dq, plan.dkdv, plan.k_splits, plan.q_splits) == (want,) * 3 + (1, 1)
+    assert n % (plan.fwd.block_k if kind == "pack" else plan.fwd.block_q), "n must be ragged"
+    fn, ref = ((pallas_tpu.pack_attention, reference.pack_attention) if kind == "pack"
+               else (pallas_tpu.unpack_attention, reference.unpack_attention))
+    _check(fn, ref, q, k, v, mask, F32_TOL if dtype == jnp.float32 else BF16_TOL,
+           interpret=RACES, dropout_rate=rate, dropout_seed=SEED)
+
+
 @pytest.mark.parametrize("kind", ["pack", "unpack"])
 def test_lowers_to_mosaic(kind):
-    # Pallas -> Mosaic MLIR lowering (block-shape rules included) runs without a TPU.
-    b, h, d, n, l = 2, 8, 64, 2048, 256 if kind == "unpack" else 128
+    # Pallas -> Mosaic MLIR lowering (block-shape rules included) runs without a TPU; n = 2000
+    # (ListOps' length) leaves a partial last block.
+    b, h, d, n, l = 2, 8, 64, 2000, 256 if kind == "unpack" else 128
     lq, lk = (l, n) if kind == "pack" else (n, l)
     fn = getattr(pallas_tpu, f"{kind}_attention")
 
@@ -74,3 +108,4 @@ def test_lowers_to_mosaic(kind):
     exp = export.export(jax.jit(f), platforms=["tpu"])(
         spec(lq), spec(lk), spec(lk), jax.ShapeDtypeStruct((b, lk), jnp.bool_), spec(lq))
     assert exp.mlir_module().count("stablehlo.custom_call @tpu_custom_call") == 3
+    assert "stablehlo.pad" not in exp.mlir_module()  # partial blocks, not padded copies

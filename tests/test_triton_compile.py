@@ -1,4 +1,4 @@
-"""luna_lra.triton_compile: the Pallas -> Triton IR capture (jax only) and, where the `triton`
+"""luna_lra.ops.triton_compile: the Pallas -> Triton IR capture (jax only) and, where the `triton`
 package is installed, the offline compile for sm_90 with its resource readings."""
 
 import importlib.util
@@ -6,7 +6,7 @@ import importlib.util
 import jax
 import pytest
 
-from luna_lra import triton_compile
+from luna_lra.ops import triton_compile
 
 
 @pytest.mark.parametrize("kind", ["pack", "unpack"])

@@ -53,8 +53,8 @@ def kernel_supports(q, k) -> bool:
     """Shapes "auto" sends to the kernels: head_dim 32, 64 or 128; float32 or bfloat16; the
     short side (the shorter of q_len and kv_len, Luna's packed length l) at most 256.
 
-    The kernels themselves take any head_dim and lengths (they pad), but these are the shapes
-    they are designed and benchmarked for."""
+    The kernels themselves take any head_dim and lengths (ragged block edges are masked), but
+    these are the shapes they are designed and benchmarked for."""
     return (q.shape[-1] in (32, 64, 128) and q.dtype in (jnp.float32, jnp.bfloat16)
             and min(q.shape[1], k.shape[1]) <= 256)
 

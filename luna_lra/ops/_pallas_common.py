@@ -1,16 +1,19 @@
 """Plumbing shared by the Pallas attention kernels in pallas_gpu.py and pallas_tpu.py.
 
-Each backend provides three kernels over inputs padded to block multiples, laid out
-[batch, len, heads, dim] (a backend may transpose internally):
+Each backend provides three kernels over the unpadded inputs, laid out [batch, len, heads, dim]
+(a backend may transpose internally):
 
   fwd(plan, q, k, v, mask, seed)                    -> out [S, B, Lq, H, D], lse [S, B, H, Lq, 1]
   dq(plan, q, k, v, mask, seed, do, lse, delta)     -> dq [S, B, Lq, H, D]
   dkdv(plan, q, k, v, mask, seed, do, lse, delta)   -> dk, dv [S, B, Lk, H, D]
 
 S splits the streamed axis across programs (keys for fwd/dq, queries for dkdv); this module
-combines the partials. It also holds the per-tile math both backends run, so the GPU and TPU
-kernels differ only in how they walk blocks. Residuals of the custom_vjp: the inputs, the
-output and the row logsumexp; the probabilities are recomputed in the backward kernels.
+combines the partials. Lengths need not be block multiples: the last block of an axis is
+ragged, and the kernels read its rows past the end as zeros (Triton: masked loads; Mosaic: the
+partial block's tail zeroed in VMEM), take key validity from the length as well as the mask,
+and never write past the end. It also holds the per-tile math both backends run, so the GPU
+and TPU kernels differ only in how they walk and read blocks. Residuals of the custom_vjp: the
+inputs, the output and the row logsumexp; the probabilities are recomputed in the backward.
 """
 
 from __future__ import annotations
@@ -31,18 +34,32 @@ _TRANS_B = (((1,), (1,)), ((), ()))  # contract the last dims: a @ b.T
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
-    """Static choices of one call: blocks, splits, scale, dropout rate, interpret mode."""
+class BlockSizes:
+    """One kernel's tile: block_q query rows by block_k keys, on num_warps warps (Triton; None
+    on TPU)."""
 
     block_q: int
     block_k: int
+    num_warps: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Static choices of one call, shared by its forward and backward pass.
+
+    fwd and dq walk the same query blocks and split the key axis into k_splits ranges of whole
+    forward key blocks (dq walks its range in dq.block_k steps, which divide fwd.block_k); dkdv
+    splits its dkdv.block_q query blocks into q_splits ranges."""
+
+    fwd: BlockSizes
+    dq: BlockSizes
+    dkdv: BlockSizes
     q_splits: int  # programs sharing the query axis of the dk/dv kernel
     k_splits: int  # programs sharing the key axis of the fwd and dq kernels
-    head_dim: int  # padded head dim the kernels see
+    head_dim: int  # head dim of the kernels' tiles (Triton: a power of 2 >= 16, >= the real one)
     scale: float
     rate: float
     interpret: Any = False
-    options: tuple = ()  # backend extras (num_warps, ...), as sorted (key, value) pairs
 
 
 def split(num_blocks: int, splits: int) -> tuple[int, int]:
@@ -56,8 +73,12 @@ def auto_splits(programs: int, num_blocks: int, target: int) -> int:
     return max(1, min(num_blocks, -(-target // programs)))
 
 
+def cdiv(x: int, m: int) -> int:
+    return -(-x // m)
+
+
 def round_up(x: int, m: int) -> int:
-    return -(-x // m) * m
+    return cdiv(x, m) * m
 
 
 # ---------------------------------------------------------------- per-tile math (in kernels)
@@ -121,7 +142,8 @@ def dot(a, b):
 
 
 def key_ok(mask_tile, shape):
-    """[1, bk] int32 key mask tile -> [bq, bk] bool (broadcast as int32: Mosaic-friendly)."""
+    """[1, bk] int32 key mask tile, read as 0 past the end of the keys -> [bq, bk] bool
+    (broadcast as int32: Mosaic-friendly)."""
     return jnp.broadcast_to(mask_tile, shape) != 0
 
 
@@ -156,18 +178,8 @@ def _attention(backend, plan, q, k, v, key_mask, seed):
     return _forward(backend, plan, q, k, v, key_mask, seed)[0]
 
 
-def _pad_inputs(plan, q, k, v, key_mask):
-    """Zero-pad lengths to block multiples (padded keys masked) and the head dim."""
-    lq, lk = round_up(q.shape[1], plan.block_q), round_up(k.shape[1], plan.block_k)
-    pad = lambda x, n: jnp.pad(x, ((0, 0), (0, n - x.shape[1]), (0, 0),
-                                   (0, plan.head_dim - x.shape[3])))
-    mask = jnp.pad(key_mask.astype(jnp.int32), ((0, 0), (0, lk - k.shape[1])))
-    return pad(q, lq), pad(k, lk), pad(v, lk), mask, lambda x: pad(x, lq)
-
-
 def _forward(backend, plan, q, k, v, key_mask, seed):
-    qp, kp, vp, mask, _ = _pad_inputs(plan, q, k, v, key_mask)
-    o, lse = backend.fwd(plan, qp, kp, vp, mask, seed)
+    o, lse = backend.fwd(plan, q, k, v, key_mask.astype(jnp.int32), seed)
     if o.shape[0] > 1:  # split-K: combine partial (out, lse) of each key range
         m = jnp.max(lse, axis=0)
         w = jnp.exp(lse - m)  # [S, B, H, Lq, 1]; empty partials (NEG) get 0 unless all are
@@ -177,8 +189,7 @@ def _forward(backend, plan, q, k, v, key_mask, seed):
         o = jnp.sum(w * o, axis=0)
     else:
         o, lse = o[0], lse[0]
-    out = o[:, :q.shape[1], :, :q.shape[3]].astype(q.dtype)
-    return out, lse
+    return o.astype(q.dtype), lse
 
 
 def _fwd_rule(backend, plan, q, k, v, key_mask, seed):
@@ -188,17 +199,14 @@ def _fwd_rule(backend, plan, q, k, v, key_mask, seed):
 
 def _bwd_rule(backend, plan, res, g):
     q, k, v, key_mask, seed, out, lse = res
-    qp, kp, vp, mask, pad_q = _pad_inputs(plan, q, k, v, key_mask)
-    # Padded query rows get dO = 0, hence delta = 0 and dS = 0: no share in dk, dv.
-    do = pad_q(g.astype(q.dtype))
+    do = g.astype(q.dtype)
     delta = jnp.sum(g.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # [B, Lq, H]
-    delta = jnp.pad(delta, ((0, 0), (0, qp.shape[1] - q.shape[1]), (0, 0)))
-    delta = jnp.transpose(delta, (0, 2, 1))[..., None]  # [B, H, Lq, 1]
-    dq = backend.dq(plan, qp, kp, vp, mask, seed, do, lse, delta)
-    dk, dv = backend.dkdv(plan, qp, kp, vp, mask, seed, do, lse, delta)
-    unpad = lambda x, like: (jnp.sum(x, axis=0) if x.shape[0] > 1 else x[0])[
-        :, :like.shape[1], :, :like.shape[3]].astype(like.dtype)
-    return unpad(dq, q), unpad(dk, k), unpad(dv, v), None, None
+    delta = jnp.transpose(delta, (0, 2, 1))[..., None]  # [B, H, Lq, 1], as the lse
+    mask = key_mask.astype(jnp.int32)
+    dq = backend.dq(plan, q, k, v, mask, seed, do, lse, delta)
+    dk, dv = backend.dkdv(plan, q, k, v, mask, seed, do, lse, delta)
+    total = lambda x, like: (jnp.sum(x, axis=0) if x.shape[0] > 1 else x[0]).astype(like.dtype)
+    return total(dq, q), total(dk, k), total(dv, v), None, None
 
 
 _attention.defvjp(_fwd_rule, _bwd_rule)

@@ -8,14 +8,17 @@ rows -> 0, the counter-based dropout hash). Each call is a jax.custom_vjp with t
         (few queries, many keys) splits the key axis over programs when batch*heads is small
         and combines the partial (out, lse) afterwards.
   dq    same grid: recompute P from q, k and the lse, accumulate dq over key blocks
-        (dq_block_k at a time, smaller than the forward's: the backward holds more tiles).
-  dkdv  grid (key block, batch, head, query split): one block of dkdv_block_k keys, loop over
-        query blocks of dkdv_block_q. When there are few key blocks (unpack: a short key side)
+        (dq.block_k at a time, smaller than the forward's: the backward holds more tiles).
+  dkdv  grid (key block, batch, head, query split): one block of dkdv.block_k keys, loop over
+        query blocks of dkdv.block_q. When there are few key blocks (unpack: a short key side)
         the queries are split over programs and the partial dk, dv summed.
 
-The kernels read [batch, len, heads, dim] in place (block index maps pick the head), so no
-transposes; lengths are zero-padded to block multiples and masked, the head dim to a power of
-two >= 16 (Triton's dot).
+The kernels read [batch, len, heads, dim] in place (block index maps pick the head), with no
+copies: a ragged last block (a length that is not a block multiple) is read with masked loads
+(rows past the end are 0 and touch no memory) and written with masked stores. Tiles span the
+head dim rounded up to a power of two >= 16 (Triton's dot needs one), read and written with a
+mask on the columns past the real head dim, so padded columns are zeros in registers only.
+Masks are built only where a block can pass the end, so block-multiple shapes load plainly.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ def unpack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, d
 
 def make_plan(kind, b, h, lq, lk, d, dtype, rate, interpret, *, block_q, block_k, num_splits):
     pow2 = lambda x: max(16, pl.next_power_of_2(x))  # Triton tiles: powers of 2, dot dims >= 16
-    # Limits found by compiling for sm_90 (python -m luna_lra.triton_compile): float32 dot
+    # Limits found by compiling for sm_90 (python -m luna_lra.ops.triton_compile): float32 dot
     # operands at head_dim 128 pass H100's 227 KiB of shared memory at 128 query rows, and
     # float32 (FMA, not tensor-core) dots spill registers at [32, 256] score tiles.
     itemsize = jnp.dtype(dtype).itemsize
@@ -73,24 +76,22 @@ def make_plan(kind, b, h, lq, lk, d, dtype, rate, interpret, *, block_q, block_k
         if blk < 16 or blk & (blk - 1):
             raise ValueError(f"{name}={blk}: Triton blocks must be powers of 2, at least 16")
     dp = pow2(d)
-    # The backward kernels hold more [rows, keys] tiles and two accumulators, so they take
-    # smaller blocks (powers of 2 that divide the forward's): dq walks keys in dq_block_k steps,
-    # dkdv owns dkdv_block_k keys and walks queries in dkdv_block_q steps.
-    dq_bk = min(bk, block_k or DQ_BLOCK_K)
-    dkdv_bk = min(bk, block_k or DKDV_BLOCK_K)
-    dkdv_bq = min(bq, block_q or DKDV_BLOCK_Q)
-    nqb, nkb = -(-lq // bq), -(-lk // bk)
-    ks = num_splits or common.auto_splits(b * h * nqb, nkb, _TARGET_PROGRAMS)
-    dkdv_nqb, dkdv_nkb = nqb * (bq // dkdv_bq), nkb * (bk // dkdv_bk)
-    qs = num_splits or common.auto_splits(b * h * dkdv_nkb, dkdv_nqb, _TARGET_PROGRAMS)
     warps = lambda rows, cols: 8 if dp > 64 or rows * cols >= 64 * 128 else 4
+    # The backward kernels hold more [rows, keys] tiles and two accumulators, so they take
+    # smaller blocks (powers of 2 that divide the forward's): dq walks keys in dq.block_k steps,
+    # dkdv owns dkdv.block_k keys and walks queries in dkdv.block_q steps.
+    dq_bk = min(bk, block_k or DQ_BLOCK_K)
+    dkdv_bq, dkdv_bk = min(bq, block_q or DKDV_BLOCK_Q), min(bk, block_k or DKDV_BLOCK_K)
+    nqb, nkb = common.cdiv(lq, bq), common.cdiv(lk, bk)
+    ks = num_splits or common.auto_splits(b * h * nqb, nkb, _TARGET_PROGRAMS)
+    dkdv_nqb, dkdv_nkb = common.cdiv(lq, dkdv_bq), common.cdiv(lk, dkdv_bk)
+    qs = num_splits or common.auto_splits(b * h * dkdv_nkb, dkdv_nqb, _TARGET_PROGRAMS)
     return common.Plan(
-        block_q=bq, block_k=bk, q_splits=common.split(dkdv_nqb, qs)[0],
-        k_splits=common.split(nkb, ks)[0], head_dim=dp, scale=d**-0.5, rate=rate,
-        interpret=bool(interpret),
-        options=(("dkdv_block_k", dkdv_bk), ("dkdv_block_q", dkdv_bq), ("dkdv_warps",
-                 warps(dkdv_bq, dkdv_bk)), ("dq_block_k", dq_bk), ("dq_warps", warps(bq, dq_bk)),
-                 ("fwd_warps", warps(bq, bk))))
+        fwd=common.BlockSizes(bq, bk, warps(bq, bk)),
+        dq=common.BlockSizes(bq, dq_bk, warps(bq, dq_bk)),
+        dkdv=common.BlockSizes(dkdv_bq, dkdv_bk, warps(dkdv_bq, dkdv_bk)),
+        q_splits=common.split(dkdv_nqb, qs)[0], k_splits=common.split(nkb, ks)[0],
+        head_dim=dp, scale=d**-0.5, rate=rate, interpret=bool(interpret))
 
 
 def _call(plan, kernel, name, grid, in_specs, out_specs, out_shape, num_warps):
@@ -107,139 +108,188 @@ def _pid():
 
 # Grids are (outer block, batch, head, split). Block specs over [B, L, H, D] (rows of one head),
 # [B, H, L, 1] row statistics, and partial results [S, B, L, H, D]; `outer`: the rows are the
-# grid's outer block, else the whole (padded) length, which the kernel walks itself.
-def _rows(blk, d, outer):
-    return pl.BlockSpec((None, blk, None, d), lambda *g: (g[1], g[0] if outer else 0, g[2], 0))
+# grid's outer block, else the whole length rounded up to the kernel's inner block, which the
+# kernel walks itself. The head dim's block is the tile's, dp >= D.
+def _rows(blk, dp, outer):
+    return pl.BlockSpec((None, blk, None, dp), lambda *g: (g[1], g[0] if outer else 0, g[2], 0))
 
 
 def _stats(blk, outer):
     return pl.BlockSpec((None, None, blk, 1), lambda *g: (g[1], g[2], g[0] if outer else 0, 0))
 
 
-def _parts(blk, d):
-    return pl.BlockSpec((None, None, blk, None, d), lambda *g: (g[3], g[1], g[0], g[2], 0))
+def _keys(blk, outer):  # the int32 key mask [B, Lk]
+    return pl.BlockSpec((None, blk), lambda *g: (g[1], g[0] if outer else 0))
+
+
+def _parts(blk, dp):
+    return pl.BlockSpec((None, None, blk, None, dp), lambda *g: (g[3], g[1], g[0], g[2], 0))
 
 
 _SEED = pl.BlockSpec((1,), lambda *g: (0,))
 
 
+# ------------------------------------------------------------------ ragged-edge loads, stores
+
+def _in_bounds(ref, first_row, length, head_dim):
+    """Mask of the elements of ref (a [rows] / [rows, 1] / [rows, dp] tile whose first row is
+    row `first_row` of an axis of `length`) inside the array: rows < length, columns <
+    head_dim. None when all are, as they are when `length` is a multiple of the rows."""
+    rows = ref.shape[0]
+    mask = None if length % rows == 0 else first_row + jnp.arange(rows) < length
+    if len(ref.shape) == 1:
+        return mask
+    mask = None if mask is None else mask[:, None]
+    if head_dim < ref.shape[1]:
+        cols = (jnp.arange(ref.shape[1]) < head_dim)[None, :]
+        mask = cols if mask is None else mask & cols
+    return mask
+
+
+def _load(ref, first_row, length, head_dim=1):
+    """The tile, zeros outside the array (masked: those addresses are not read)."""
+    mask = _in_bounds(ref, first_row, length, head_dim)
+    return ref[...] if mask is None else plgpu.load(ref, mask=mask, other=0)
+
+
+def _store(ref, value, first_row, length, head_dim=1):
+    """Writes the tile's elements inside the array only."""
+    mask = _in_bounds(ref, first_row, length, head_dim)
+    if mask is None:
+        ref[...] = value
+    else:
+        plgpu.store(ref, value, mask=mask)
+
+
 # ------------------------------------------------------------------------------- forward
 
-def _fwd_kernel(seed_ref, q_ref, k_ref, v_ref, mask_ref, o_ref, lse_ref, *, plan, nkb, per):
+def _fwd_kernel(seed_ref, q_ref, k_ref, v_ref, mask_ref, o_ref, lse_ref, *, plan, lq, lk, d,
+                per):
     i, b, h, s = _pid()
-    bq, bk = plan.block_q, plan.block_k
-    q = q_ref[...]
+    bq, bk = plan.fwd.block_q, plan.fwd.block_k
+    q = _load(q_ref, i * bq, lq, d)
 
     def body(j, carry):
-        ks = pl.ds(pl.multiple_of(j * bk, bk), bk)
-        ok = common.key_ok(mask_ref[ks][None, :], (bq, bk))
-        sc = common.scores(q, k_ref[ks, :], ok, plan.scale)
+        start = pl.multiple_of(j * bk, bk)
+        ks = pl.ds(start, bk)
+        ok = common.key_ok(_load(mask_ref.at[ks], start, lk)[None, :], (bq, bk))
+        sc = common.scores(q, _load(k_ref.at[ks, :], start, lk, d), ok, plan.scale)
         keep = common.keep_mask(plan, seed_ref[0], b, h, i * bq, j * bk, (bq, bk))
-        return common.online_softmax_step(*carry, sc, ok, v_ref[ks, :], keep)
+        v = _load(v_ref.at[ks, :], start, lk, d)  # zeros past the end: P is 0 there, 0*NaN not
+        return common.online_softmax_step(*carry, sc, ok, v, keep)
 
     init = (jnp.full((bq, 1), common.NEG, jnp.float32), jnp.zeros((bq, 1), jnp.float32),
             jnp.zeros((bq, plan.head_dim), jnp.float32))
-    m, l, acc = lax.fori_loop(s * per, jnp.minimum((s + 1) * per, nkb), body, init)
+    m, l, acc = lax.fori_loop(s * per, jnp.minimum((s + 1) * per, common.cdiv(lk, bk)), body,
+                              init)
     out, lse = common.finish_softmax(plan, m, l, acc)
-    o_ref[...] = out.astype(o_ref.dtype)
-    lse_ref[...] = lse
+    _store(o_ref, out.astype(o_ref.dtype), i * bq, lq, d)
+    _store(lse_ref, lse, i * bq, lq)
 
 
 def fwd(plan, q, k, v, mask, seed):
     (b, lq, h, d), lk = q.shape, k.shape[1]
-    nqb, nkb = lq // plan.block_q, lk // plan.block_k
-    ns, per = common.split(nkb, plan.k_splits)
+    bq, bk, dp = plan.fwd.block_q, plan.fwd.block_k, plan.head_dim
+    ns, per = common.split(common.cdiv(lk, bk), plan.k_splits)
     o_dtype = q.dtype if ns == 1 else jnp.float32  # partials stay float32 for the combine
-    kernel = functools.partial(_fwd_kernel, plan=plan, nkb=nkb, per=per)
+    kernel = functools.partial(_fwd_kernel, plan=plan, lq=lq, lk=lk, d=d, per=per)
+    keys = common.round_up(lk, bk)
     return _call(
-        plan, kernel, "luna_attn_fwd", (nqb, b, h, ns),
-        [_SEED, _rows(plan.block_q, d, True), _rows(lk, d, False), _rows(lk, d, False),
-         pl.BlockSpec((None, lk), lambda *g: (g[1], 0))],
-        [_parts(plan.block_q, d),
-         pl.BlockSpec((None, None, None, plan.block_q, 1), lambda *g: (g[3], g[1], g[2], g[0], 0))],
+        plan, kernel, "luna_attn_fwd", (common.cdiv(lq, bq), b, h, ns),
+        [_SEED, _rows(bq, dp, True), _rows(keys, dp, False), _rows(keys, dp, False),
+         _keys(keys, False)],
+        [_parts(bq, dp),
+         pl.BlockSpec((None, None, None, bq, 1), lambda *g: (g[3], g[1], g[2], g[0], 0))],
         [jax.ShapeDtypeStruct((ns, b, lq, h, d), o_dtype),
          jax.ShapeDtypeStruct((ns, b, h, lq, 1), jnp.float32)],
-        dict(plan.options)["fwd_warps"],
+        plan.fwd.num_warps,
     )(seed, q, k, v, mask)
 
 
 # ------------------------------------------------------------------------------ backward
 
 def _dq_kernel(seed_ref, q_ref, k_ref, v_ref, mask_ref, do_ref, lse_ref, delta_ref, dq_ref, *,
-               plan, bk, nkb, per):
+               plan, lq, lk, d, per):
     i, b, h, s = _pid()
-    bq = plan.block_q
-    q, do, lse, delta = q_ref[...], do_ref[...], lse_ref[...], delta_ref[...]
+    bq, bk = plan.dq.block_q, plan.dq.block_k
+    q, do = _load(q_ref, i * bq, lq, d), _load(do_ref, i * bq, lq, d)
+    lse, delta = _load(lse_ref, i * bq, lq), _load(delta_ref, i * bq, lq)
 
     def body(j, dq):
-        ks = pl.ds(pl.multiple_of(j * bk, bk), bk)
-        k = k_ref[ks, :]
-        ok = common.key_ok(mask_ref[ks][None, :], (bq, bk))
+        start = pl.multiple_of(j * bk, bk)
+        ks = pl.ds(start, bk)
+        k = _load(k_ref.at[ks, :], start, lk, d)  # zeros past the end: dS is 0 there
+        ok = common.key_ok(_load(mask_ref.at[ks], start, lk)[None, :], (bq, bk))
         sc = common.scores(q, k, ok, plan.scale)
         keep = common.keep_mask(plan, seed_ref[0], b, h, i * bq, j * bk, (bq, bk))
-        _, ds = common.backward_tile(plan, sc, ok, lse, v_ref[ks, :], do, delta, keep)
+        _, ds = common.backward_tile(plan, sc, ok, lse, _load(v_ref.at[ks, :], start, lk, d), do,
+                                     delta, keep)
         return dq + common.dot(ds, k)
 
-    dq = lax.fori_loop(s * per, jnp.minimum((s + 1) * per, nkb), body,
+    dq = lax.fori_loop(s * per, jnp.minimum((s + 1) * per, common.cdiv(lk, bk)), body,
                        jnp.zeros((bq, plan.head_dim), jnp.float32))
-    dq_ref[...] = (dq * plan.scale).astype(dq_ref.dtype)
+    _store(dq_ref, (dq * plan.scale).astype(dq_ref.dtype), i * bq, lq, d)
 
 
 def dq(plan, q, k, v, mask, seed, do, lse, delta):
     (b, lq, h, d), lk = q.shape, k.shape[1]
-    opt = dict(plan.options)
-    bk = opt["dq_block_k"]  # divides block_k: the key splits are the forward's
-    nqb, nkb = lq // plan.block_q, lk // bk
-    ns, per = common.split(lk // plan.block_k, plan.k_splits)
-    kernel = functools.partial(_dq_kernel, plan=plan, bk=bk, nkb=nkb,
-                               per=per * (plan.block_k // bk))
+    bq, bk, dp = plan.dq.block_q, plan.dq.block_k, plan.head_dim
+    # The key splits are the forward's, in its key blocks; dq's key block divides those.
+    ns, per = common.split(common.cdiv(lk, plan.fwd.block_k), plan.k_splits)
+    kernel = functools.partial(_dq_kernel, plan=plan, lq=lq, lk=lk, d=d,
+                               per=per * (plan.fwd.block_k // bk))
+    keys = common.round_up(lk, bk)
     return _call(
-        plan, kernel, "luna_attn_dq", (nqb, b, h, ns),
-        [_SEED, _rows(plan.block_q, d, True), _rows(lk, d, False), _rows(lk, d, False),
-         pl.BlockSpec((None, lk), lambda *g: (g[1], 0)), _rows(plan.block_q, d, True),
-         _stats(plan.block_q, True), _stats(plan.block_q, True)],
-        _parts(plan.block_q, d),
+        plan, kernel, "luna_attn_dq", (common.cdiv(lq, bq), b, h, ns),
+        [_SEED, _rows(bq, dp, True), _rows(keys, dp, False), _rows(keys, dp, False),
+         _keys(keys, False), _rows(bq, dp, True), _stats(bq, True), _stats(bq, True)],
+        _parts(bq, dp),
         jax.ShapeDtypeStruct((ns, b, lq, h, d), q.dtype if ns == 1 else jnp.float32),
-        opt["dq_warps"],
+        plan.dq.num_warps,
     )(seed, q, k, v, mask, do, lse, delta)
 
 
 def _dkdv_kernel(seed_ref, q_ref, k_ref, v_ref, mask_ref, do_ref, lse_ref, delta_ref, dk_ref,
-                 dv_ref, *, plan, bq, bk, nqb, per):
+                 dv_ref, *, plan, lq, lk, d, per):
     j, b, h, s = _pid()
-    k, v = k_ref[...], v_ref[...]
-    ok = common.key_ok(mask_ref[...][None, :], (bq, bk))
+    bq, bk = plan.dkdv.block_q, plan.dkdv.block_k
+    k, v = _load(k_ref, j * bk, lk, d), _load(v_ref, j * bk, lk, d)
+    ok = common.key_ok(_load(mask_ref, j * bk, lk)[None, :], (bq, bk))
 
     def body(i, carry):
-        qs = pl.ds(pl.multiple_of(i * bq, bq), bq)
-        q, do = q_ref[qs, :], do_ref[qs, :]
+        start = pl.multiple_of(i * bq, bq)
+        qs = pl.ds(start, bq)
+        # Query rows past the end read as zeros (q, dO, lse, delta): P = 1 on real keys there,
+        # but dP = dO V^T = 0 and dS = P (dP - delta) = 0, so they add nothing to dk and dv.
+        q, do = _load(q_ref.at[qs, :], start, lq, d), _load(do_ref.at[qs, :], start, lq, d)
         sc = common.scores(q, k, ok, plan.scale)
         keep = common.keep_mask(plan, seed_ref[0], b, h, i * bq, j * bk, (bq, bk))
-        pd, ds = common.backward_tile(plan, sc, ok, lse_ref[qs, :], v, do, delta_ref[qs, :], keep)
+        pd, ds = common.backward_tile(plan, sc, ok, _load(lse_ref.at[qs, :], start, lq), v, do,
+                                      _load(delta_ref.at[qs, :], start, lq), keep)
         return carry[0] + common.dot(ds.T, q), carry[1] + common.dot(pd.T, do)
 
     zeros = jnp.zeros((bk, plan.head_dim), jnp.float32)
-    dk, dv = lax.fori_loop(s * per, jnp.minimum((s + 1) * per, nqb), body, (zeros, zeros))
-    dk_ref[...] = (dk * plan.scale).astype(dk_ref.dtype)
-    dv_ref[...] = dv.astype(dv_ref.dtype)
+    dk, dv = lax.fori_loop(s * per, jnp.minimum((s + 1) * per, common.cdiv(lq, bq)), body,
+                           (zeros, zeros))
+    _store(dk_ref, (dk * plan.scale).astype(dk_ref.dtype), j * bk, lk, d)
+    _store(dv_ref, dv.astype(dv_ref.dtype), j * bk, lk, d)
 
 
 def dkdv(plan, q, k, v, mask, seed, do, lse, delta):
     (b, lq, h, d), lk = q.shape, k.shape[1]
-    opt = dict(plan.options)
-    bq, bk = opt["dkdv_block_q"], opt["dkdv_block_k"]  # divide the padded lengths
-    nqb, nkb = lq // bq, lk // bk
-    ns, per = common.split(nqb, plan.q_splits)
-    kernel = functools.partial(_dkdv_kernel, plan=plan, bq=bq, bk=bk, nqb=nqb, per=per)
+    bq, bk, dp = plan.dkdv.block_q, plan.dkdv.block_k, plan.head_dim
+    ns, per = common.split(common.cdiv(lq, bq), plan.q_splits)
+    kernel = functools.partial(_dkdv_kernel, plan=plan, lq=lq, lk=lk, d=d, per=per)
     part = jax.ShapeDtypeStruct((ns, b, lk, h, d), k.dtype if ns == 1 else jnp.float32)
+    queries = common.round_up(lq, bq)
     return _call(
-        plan, kernel, "luna_attn_dkdv", (nkb, b, h, ns),
-        [_SEED, _rows(lq, d, False), _rows(bk, d, True), _rows(bk, d, True),
-         pl.BlockSpec((None, bk), lambda *g: (g[1], g[0])), _rows(lq, d, False),
-         _stats(lq, False), _stats(lq, False)],
-        [_parts(bk, d), _parts(bk, d)],
+        plan, kernel, "luna_attn_dkdv", (common.cdiv(lk, bk), b, h, ns),
+        [_SEED, _rows(queries, dp, False), _rows(bk, dp, True), _rows(bk, dp, True),
+         _keys(bk, True), _rows(queries, dp, False), _stats(queries, False),
+         _stats(queries, False)],
+        [_parts(bk, dp), _parts(bk, dp)],
         [part, part],
-        opt["dkdv_warps"],
+        plan.dkdv.num_warps,
     )(seed, q, k, v, mask, do, lse, delta)
 
 

@@ -12,7 +12,13 @@ live in VMEM scratch across those grid steps.
 The split axes are "parallel" so a two-core chip (megacore) can share one (batch, head) when
 batch * heads is small; partial results are combined outside. Mosaic tiles the last two dims of
 a block by (8, 128) unless they span the whole array, so the kernels work on [batch, heads,
-len, dim] (transposed here), row statistics are [.., len, 1] and the key mask [batch, 1, len].
+len, dim] (transposed here: a head cannot be a block of [batch, len, heads, dim]), row
+statistics are [.., len, 1] and the key mask [batch, 1, len].
+
+Lengths need not be block multiples and nothing is padded: the last block of an axis is then
+partial. Pallas copies only its part inside the array into VMEM and writes back only that part;
+the rest of the VMEM block holds stale data, which the kernels zero before use and exclude
+from the keys by their index (key validity from the length, not only from the mask).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
@@ -51,21 +58,23 @@ def unpack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, d
 
 
 def make_plan(kind, b, h, lq, lk, d, dtype, rate, interpret, *, block_q, block_k, num_splits):
-    # A block spanning the whole (padded) axis is always a legal Mosaic tile; otherwise keep
-    # query blocks a multiple of 8 sublanes and key blocks (lanes of the score tile) of 128.
+    # A block spanning a whole axis is always a legal Mosaic tile; otherwise keep query blocks
+    # a multiple of 8 sublanes and key blocks (lanes of the score tile) of 128.
     if kind == "pack":
-        bq = block_q or min(common.round_up(lq, 8), 256)
-        bk = block_k or min(common.round_up(lk, 128), 512)
+        bq = block_q or (lq if lq <= 256 else 256)
+        bk = block_k or (lk if lk <= 512 else 512)
     else:
-        bk = block_k or (common.round_up(lk, 8) if lk <= 1024 else 512)
-        bq = block_q or min(common.round_up(lq, 8), 256 if bk <= 256 else 128)
-    nqb, nkb = -(-lq // bq), -(-lk // bk)
+        bk = block_k or (lk if lk <= 1024 else 512)
+        rows = 256 if bk <= 256 else 128
+        bq = block_q or (lq if lq <= rows else rows)
+    nqb, nkb = common.cdiv(lq, bq), common.cdiv(lk, bk)
     ks = num_splits or common.auto_splits(b * h * nqb, nkb, _TARGET_PROGRAMS)
     qs = num_splits or common.auto_splits(b * h * nkb, nqb, _TARGET_PROGRAMS)
     if interpret is True:
         interpret = pltpu.InterpretParams()
+    blocks = common.BlockSizes(bq, bk)  # the three kernels walk the same blocks
     return common.Plan(
-        block_q=bq, block_k=bk, q_splits=common.split(nqb, qs)[0],
+        fwd=blocks, dq=blocks, dkdv=blocks, q_splits=common.split(nqb, qs)[0],
         k_splits=common.split(nkb, ks)[0], head_dim=d, scale=d**-0.5, rate=rate,
         interpret=interpret or False)
 
@@ -97,7 +106,7 @@ def _specs(plan, lq_blocks, lk_blocks, per, outer_is_q):
     else:
         qi = lambda o, s, t: inner(s, t, lq_blocks)
         ki = lambda o, s, t: o
-    d, bq, bk = plan.head_dim, plan.block_q, plan.block_k
+    d, bq, bk = plan.head_dim, plan.fwd.block_q, plan.fwd.block_k
     return dict(
         q=pl.BlockSpec((None, None, bq, d), lambda b, h, o, s, t: (b, h, qi(o, s, t), 0)),
         k=pl.BlockSpec((None, None, bk, d), lambda b, h, o, s, t: (b, h, ki(o, s, t), 0)),
@@ -115,13 +124,41 @@ def _prepare(q, k, v, mask, *rest):
     return (_bhld(q), _bhld(k), _bhld(v), mask[:, None, :], *rest)
 
 
+def _grid(plan, lq, lk, splits_of):
+    """(query blocks, key blocks, splits, blocks per split); splits_of: "k" or "q"."""
+    nqb, nkb = common.cdiv(lq, plan.fwd.block_q), common.cdiv(lk, plan.fwd.block_k)
+    if splits_of == "k":
+        return (nqb, nkb, *common.split(nkb, plan.k_splits))
+    return (nqb, nkb, *common.split(nqb, plan.q_splits))
+
+
+# ------------------------------------------------------------- the partial last block of an axis
+
+def _zero_past(x, first_row, length):
+    """x [rows, cols], a block whose first row is row `first_row` of an axis of `length`, with
+    the rows past the end (stale VMEM of a partial block) set to 0."""
+    if length % x.shape[0] == 0:
+        return x
+    rows = first_row + lax.broadcasted_iota(jnp.int32, x.shape, 0)
+    return jnp.where(rows < length, x, jnp.zeros_like(x))
+
+
+def _key_ok(mask_ref, first_key, lk, shape):
+    """[bq, bk] bool: the key is real (mask) and inside the array (index < lk)."""
+    mask = mask_ref[...]  # [1, bk] int32
+    if lk % shape[1]:
+        keys = first_key + lax.broadcasted_iota(jnp.int32, mask.shape, 1)
+        mask = jnp.where(keys < lk, mask, 0)
+    return common.key_ok(mask, shape)
+
+
 # ------------------------------------------------------------------------------- forward
 
 def _fwd_kernel(seed_ref, q_ref, k_ref, v_ref, mask_ref, o_ref, lse_ref, m_sc, l_sc, acc_sc, *,
-                plan, nkb, per):
+                plan, lk, nkb, per):
     b, h, i, s, t = (pl.program_id(a) for a in range(5))
     j = s * per + t
-    shape = (plan.block_q, plan.block_k)
+    bq, bk = plan.fwd.block_q, plan.fwd.block_k
 
     @pl.when(t == 0)
     def _init():
@@ -131,11 +168,13 @@ def _fwd_kernel(seed_ref, q_ref, k_ref, v_ref, mask_ref, o_ref, lse_ref, m_sc, l
 
     @pl.when(j < nkb)
     def _step():
-        ok = common.key_ok(mask_ref[...], shape)
+        # Query rows past the end only make output rows that are not written back.
+        ok = _key_ok(mask_ref, j * bk, lk, (bq, bk))
         sc = common.scores(q_ref[...], k_ref[...], ok, plan.scale)
-        keep = common.keep_mask(plan, seed_ref[0], b, h, i * plan.block_q, j * plan.block_k, shape)
-        m, l, acc = common.online_softmax_step(m_sc[...], l_sc[...], acc_sc[...], sc, ok,
-                                               v_ref[...], keep)
+        keep = common.keep_mask(plan, seed_ref[0], b, h, i * bq, j * bk, (bq, bk))
+        v = _zero_past(v_ref[...], j * bk, lk)  # P is 0 past the end, but 0 * NaN is not
+        m, l, acc = common.online_softmax_step(m_sc[...], l_sc[...], acc_sc[...], sc, ok, v,
+                                               keep)
         m_sc[...], l_sc[...], acc_sc[...] = m, l, acc
 
     @pl.when(t == per - 1)
@@ -147,14 +186,13 @@ def _fwd_kernel(seed_ref, q_ref, k_ref, v_ref, mask_ref, o_ref, lse_ref, m_sc, l
 
 def fwd(plan, q, k, v, mask, seed):
     (b, lq, h, d), lk = q.shape, k.shape[1]
-    bq, bk = plan.block_q, plan.block_k
-    nqb, nkb = lq // bq, lk // bk
-    ns, per = common.split(nkb, plan.k_splits)
+    bq = plan.fwd.block_q
+    nqb, nkb, ns, per = _grid(plan, lq, lk, "k")
     sp = _specs(plan, nqb, nkb, per, outer_is_q=True)
     o_dtype = q.dtype if ns == 1 else jnp.float32  # partials stay float32 for the combine
     o, lse = _call(
-        plan, functools.partial(_fwd_kernel, plan=plan, nkb=nkb, per=per), "luna_attn_fwd",
-        (b, h, nqb, ns, per),
+        plan, functools.partial(_fwd_kernel, plan=plan, lk=lk, nkb=nkb, per=per),
+        "luna_attn_fwd", (b, h, nqb, ns, per),
         [sp["seed"], sp["q"], sp["k"], sp["k"], sp["mask"]],
         [_part_spec(bq, d), _part_spec(bq, 1)],
         [jax.ShapeDtypeStruct((ns, b, h, lq, d), o_dtype),
@@ -168,10 +206,10 @@ def fwd(plan, q, k, v, mask, seed):
 # ------------------------------------------------------------------------------ backward
 
 def _dq_kernel(seed_ref, q_ref, k_ref, v_ref, mask_ref, do_ref, lse_ref, delta_ref, dq_ref,
-               dq_sc, *, plan, nkb, per):
+               dq_sc, *, plan, lk, nkb, per):
     b, h, i, s, t = (pl.program_id(a) for a in range(5))
     j = s * per + t
-    shape = (plan.block_q, plan.block_k)
+    bq, bk = plan.dq.block_q, plan.dq.block_k
 
     @pl.when(t == 0)
     def _init():
@@ -179,12 +217,14 @@ def _dq_kernel(seed_ref, q_ref, k_ref, v_ref, mask_ref, do_ref, lse_ref, delta_r
 
     @pl.when(j < nkb)
     def _step():
-        k = k_ref[...]
-        ok = common.key_ok(mask_ref[...], shape)
+        # Keys past the end: zero k and v, as dS = 0 there multiplies them. Query rows past
+        # the end only make dq rows that are not written back.
+        k, v = _zero_past(k_ref[...], j * bk, lk), _zero_past(v_ref[...], j * bk, lk)
+        ok = _key_ok(mask_ref, j * bk, lk, (bq, bk))
         sc = common.scores(q_ref[...], k, ok, plan.scale)
-        keep = common.keep_mask(plan, seed_ref[0], b, h, i * plan.block_q, j * plan.block_k, shape)
-        _, ds = common.backward_tile(plan, sc, ok, lse_ref[...], v_ref[...], do_ref[...],
-                                     delta_ref[...], keep)
+        keep = common.keep_mask(plan, seed_ref[0], b, h, i * bq, j * bk, (bq, bk))
+        _, ds = common.backward_tile(plan, sc, ok, lse_ref[...], v, do_ref[...], delta_ref[...],
+                                     keep)
         dq_sc[...] += common.dot(ds, k)
 
     @pl.when(t == per - 1)
@@ -194,12 +234,11 @@ def _dq_kernel(seed_ref, q_ref, k_ref, v_ref, mask_ref, do_ref, lse_ref, delta_r
 
 def dq(plan, q, k, v, mask, seed, do, lse, delta):
     (b, lq, h, d), lk = q.shape, k.shape[1]
-    bq, bk = plan.block_q, plan.block_k
-    nqb, nkb = lq // bq, lk // bk
-    ns, per = common.split(nkb, plan.k_splits)
+    bq = plan.dq.block_q
+    nqb, nkb, ns, per = _grid(plan, lq, lk, "k")
     sp = _specs(plan, nqb, nkb, per, outer_is_q=True)
     out = _call(
-        plan, functools.partial(_dq_kernel, plan=plan, nkb=nkb, per=per), "luna_attn_dq",
+        plan, functools.partial(_dq_kernel, plan=plan, lk=lk, nkb=nkb, per=per), "luna_attn_dq",
         (b, h, nqb, ns, per),
         [sp["seed"], sp["q"], sp["k"], sp["k"], sp["mask"], sp["q"], sp["stats"], sp["stats"]],
         _part_spec(bq, d),
@@ -210,10 +249,10 @@ def dq(plan, q, k, v, mask, seed, do, lse, delta):
 
 
 def _dkdv_kernel(seed_ref, q_ref, k_ref, v_ref, mask_ref, do_ref, lse_ref, delta_ref, dk_ref,
-                 dv_ref, dk_sc, dv_sc, *, plan, nqb, per):
+                 dv_ref, dk_sc, dv_sc, *, plan, lq, lk, nqb, per):
     b, h, j, s, t = (pl.program_id(a) for a in range(5))
     i = s * per + t
-    shape = (plan.block_q, plan.block_k)
+    bq, bk = plan.dkdv.block_q, plan.dkdv.block_k
 
     @pl.when(t == 0)
     def _init():
@@ -222,12 +261,15 @@ def _dkdv_kernel(seed_ref, q_ref, k_ref, v_ref, mask_ref, do_ref, lse_ref, delta
 
     @pl.when(i < nqb)
     def _step():
-        q, do = q_ref[...], do_ref[...]
-        ok = common.key_ok(mask_ref[...], shape)
+        # Query rows past the end read as zeros (q, dO, lse, delta): P = 1 on real keys there,
+        # but dP = dO V^T = 0 and dS = P (dP - delta) = 0, so they add nothing to dk and dv.
+        # Keys past the end only make dk, dv rows that are not written back.
+        q, do = _zero_past(q_ref[...], i * bq, lq), _zero_past(do_ref[...], i * bq, lq)
+        lse, delta = _zero_past(lse_ref[...], i * bq, lq), _zero_past(delta_ref[...], i * bq, lq)
+        ok = _key_ok(mask_ref, j * bk, lk, (bq, bk))
         sc = common.scores(q, k_ref[...], ok, plan.scale)
-        keep = common.keep_mask(plan, seed_ref[0], b, h, i * plan.block_q, j * plan.block_k, shape)
-        pd, ds = common.backward_tile(plan, sc, ok, lse_ref[...], v_ref[...], do, delta_ref[...],
-                                      keep)
+        keep = common.keep_mask(plan, seed_ref[0], b, h, i * bq, j * bk, (bq, bk))
+        pd, ds = common.backward_tile(plan, sc, ok, lse, v_ref[...], do, delta, keep)
         dk_sc[...] += common.dot(ds.T, q)
         dv_sc[...] += common.dot(pd.T, do)
 
@@ -239,14 +281,13 @@ def _dkdv_kernel(seed_ref, q_ref, k_ref, v_ref, mask_ref, do_ref, lse_ref, delta
 
 def dkdv(plan, q, k, v, mask, seed, do, lse, delta):
     (b, lq, h, d), lk = q.shape, k.shape[1]
-    bq, bk = plan.block_q, plan.block_k
-    nqb, nkb = lq // bq, lk // bk
-    ns, per = common.split(nqb, plan.q_splits)
+    bk = plan.dkdv.block_k
+    nqb, nkb, ns, per = _grid(plan, lq, lk, "q")
     sp = _specs(plan, nqb, nkb, per, outer_is_q=False)
     part = jax.ShapeDtypeStruct((ns, b, h, lk, d), k.dtype if ns == 1 else jnp.float32)
     dk, dv = _call(
-        plan, functools.partial(_dkdv_kernel, plan=plan, nqb=nqb, per=per), "luna_attn_dkdv",
-        (b, h, nkb, ns, per),
+        plan, functools.partial(_dkdv_kernel, plan=plan, lq=lq, lk=lk, nqb=nqb, per=per),
+        "luna_attn_dkdv", (b, h, nkb, ns, per),
         [sp["seed"], sp["q"], sp["k"], sp["k"], sp["mask"], sp["q"], sp["stats"], sp["stats"]],
         [_part_spec(bk, d), _part_spec(bk, d)], [part, part],
         [pltpu.VMEM((bk, d), jnp.float32), pltpu.VMEM((bk, d), jnp.float32)],

@@ -1,9 +1,9 @@
 """Compile the Pallas GPU kernels for an NVIDIA target on a machine without a GPU.
 
-    python -m luna_lra.triton_compile [--arch 90] [--quick] [--out results]
+    python -m luna_lra.ops.triton_compile [--arch 90] [--quick] [--out results]
 
-For each shape of the kernel benchmark (and head dims 32/64/128, float32 and bfloat16, dropout
-on and off) this lowers pack and unpack attention, forward and backward, to Triton IR through
+For each shape of the kernel benchmark (n 4096, l 16/128/256), the same at LRA's ragged n 4000,
+head dims 32/64/128, float32 and bfloat16, dropout on and off, this lowers pack and unpack attention, forward and backward, to Triton IR through
 Pallas (jax.export for platform "cuda", no GPU needed), compiles each of the three kernels with
 the `triton` package to a cubin for the target (sm_90 = H100/H200, sm_80 = A100), and reads the
 resources from ptxas: registers per thread, spill bytes, and shared memory. A kernel that needs
@@ -13,7 +13,8 @@ results/triton_compile_sm<arch>.md and .json.
 This checks that the kernels compile and fit; it says nothing about their speed. XLA compiles
 Pallas' Triton IR with the Triton it bundles, which may lower it differently from the `triton`
 release used here (the version is in the table). Needs `pip install triton` (Linux x86-64; its
-wheel bundles ptxas); `luna_lra.ops` itself never imports it.
+wheel bundles ptxas). A developer tool: it reaches into a private JAX function (the Pallas ->
+Triton IR step) to capture each kernel's IR, so `luna_lra.ops` never imports it.
 """
 
 from __future__ import annotations
@@ -33,13 +34,20 @@ import jax
 import jax.numpy as jnp
 from jax import export
 
+from jax.experimental.pallas import triton as plgpu
+
 from luna_lra import provenance
 from luna_lra.ops import pallas_gpu
+
+# The custom call XLA runs a Pallas Triton kernel through: exported as plgpu.CUSTOM_CALL_TARGET_NAME
+# from JAX 0.11; JAX 0.10 writes the same name inline in its lowering.
+CUSTOM_CALL = getattr(plgpu, "CUSTOM_CALL_TARGET_NAME", "__gpu$xla.gpu.triton")
 
 # Shared memory one block may use (opt-in maximum), by compute capability.
 SHARED_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
 KERNELS = ("fwd", "dq", "dkdv")  # order of the three pallas_calls in a forward+backward
-FULL = dict(batch=32, heads=8, ns=(4096,), ls=(16, 128, 256), head_dims=(32, 64, 128),
+# n = 4000 (LRA's Text and Retrieval length) is no block multiple: its kernels use masked loads.
+FULL = dict(batch=32, heads=8, ns=(4000, 4096), ls=(16, 128, 256), head_dims=(32, 64, 128),
             dtypes=("bfloat16", "float32"), rates=(0.0, 0.1))
 QUICK = dict(batch=2, heads=2, ns=(1000,), ls=(16, 256), head_dims=(64,), dtypes=("bfloat16",),
              rates=(0.1,))
@@ -79,7 +87,7 @@ def lower_to_triton(kind, b, h, n, l, d, dtype, rate) -> list[Lowered]:
     registration.lowering.lower_jaxpr_to_triton_module = capture
     try:
         export.export(jax.jit(fwd_bwd), platforms=["cuda"], disabled_checks=[
-            export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(
+            export.DisabledSafetyCheck.custom_call(CUSTOM_CALL)])(
                 spec(lq), spec(lk), spec(lk), jax.ShapeDtypeStruct((b, lk), jnp.bool_), spec(lq))
     finally:
         registration.lowering.lower_jaxpr_to_triton_module = original
@@ -88,8 +96,7 @@ def lower_to_triton(kind, b, h, n, l, d, dtype, rate) -> list[Lowered]:
                            f"{len(captured)}")
     plan = pallas_gpu.make_plan(kind, b, h, lq, lk, d, dtype, rate, False, block_q=None,
                                 block_k=None, num_splits=None)
-    options = dict(plan.options)
-    return [Lowered(name, ttir, grid, options[f"{name}_warps"], pallas_gpu.NUM_STAGES)
+    return [Lowered(name, ttir, grid, getattr(plan, name).num_warps, pallas_gpu.NUM_STAGES)
             for name, (ttir, grid) in zip(KERNELS, captured)]
 
 
@@ -166,7 +173,7 @@ def run(args):
                 jax_version=jax.__version__, commit=provenance.git_commit(),
                 matmul_precision=str(jax.config.jax_default_matmul_precision or "default"),
                 batch=cfg["batch"], heads=cfg["heads"],
-                command="python -m luna_lra.triton_compile " + " ".join(sys.argv[1:]),
+                command="python -m luna_lra.ops.triton_compile " + " ".join(sys.argv[1:]),
                 wall_s=time.perf_counter() - start)
     os.makedirs(args.out, exist_ok=True)
     base = os.path.join(args.out, f"triton_compile_sm{args.arch}")
@@ -231,7 +238,7 @@ def to_markdown(meta, rows):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m luna_lra.triton_compile", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m luna_lra.ops.triton_compile", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", type=int, default=90,
                         help="compute capability x10: 90 (H100/H200, default), 80 (A100)")
