@@ -344,7 +344,7 @@ class Loop:
         self.pending: list[tuple[int, dict]] = []  # (step, metrics) not yet checked/logged
         self.writer = MetricsWriter(run.workdir, int(state.step))
         self.val_is_test = run.splits["val"]["inputs"] is run.splits["test"]["inputs"]
-        self.bar, self.compile_seconds = None, None
+        self.bar, self.compile_seconds, self.attention_ran = None, None, {}
         self.last_status, self.speed = None, None  # (step, time) of the last status.json
 
     def run_steps(self) -> None:
@@ -375,10 +375,16 @@ class Loop:
     def train_one(self, step: int) -> None:
         t0 = time.time()
         batch = self.run.to_global(self.run.train_batches(step))
-        self.state, metrics = self.run.p_train(self.state, batch, self.rng)
-        if self.compile_seconds is None:
+        if self.compile_seconds is None:  # the first call traces: see what attention ran
+            with ops.record_choices() as choices:
+                self.state, metrics = self.run.p_train(self.state, batch, self.rng)
             jax.block_until_ready(metrics)
             self.compile_seconds = time.time() - t0
+            self.attention_ran = attention_summary(self.run.config, choices)
+            log.info("attention ran: %s", ", ".join(f"{k} {v}" for k, v in
+                                                    self.attention_ran.items()))
+        else:
+            self.state, metrics = self.run.p_train(self.state, batch, self.rng)
         self.pending.append((step + 1, metrics))
 
     def check_finite(self) -> list[dict]:
@@ -481,12 +487,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, comma
         return finish(run, loop, started, command, changed or {})
 
 
+def attention_summary(config, choices) -> dict[str, str]:
+    """{'pack': 'pallas_gpu', 'unpack': 'xla'} for Luna (what each call ran, as traced);
+    {'self': impl} for the Transformer, whose implementation is the config's."""
+    if config.model.name != "luna":
+        return {"self": config.model.attention_impl}
+    ran: dict[str, list[str]] = {}
+    for kind, impl in choices:
+        if impl not in ran.setdefault(kind, []):
+            ran[kind].append(impl)
+    return {kind: " + ".join(impls) for kind, impls in ran.items()}
+
+
 def log_start(run: Run, state) -> None:
     cfg = run.config
-    if cfg.model.name == "luna":
-        log.info("Luna attention: model.attention_impl=%r runs %r on backend %r",
-                 cfg.model.attention_impl, ops.resolve_impl(cfg.model.attention_impl),
-                 jax.default_backend())
     num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
     log.info("model %s (%s), %d parameters; %s; %d train / %d val / %d test examples",
              cfg.model.name, cfg.variant, num_params, machine_description(),
@@ -510,6 +524,7 @@ def finish(run: Run, loop: Loop, started: float, command: str, changed: dict) ->
                             "TPU_VISIBLE_CHIPS") if k in os.environ},
         "machine": machine_description(), "devices": jax.device_count(),
         "jax_version": jax.__version__, "commit": provenance.git_commit(), "command": command,
+        "attention_ran": loop.attention_ran,
         "changed_from_config_file": changed, "config": config_lib.to_dict(cfg),
     }
     result.update(results.published_for(result))

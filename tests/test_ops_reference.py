@@ -129,3 +129,16 @@ def test_bad_shapes_are_refused():
         ops.pack_attention(q, k, v, key_mask[:, :5])
     with pytest.raises(ValueError, match="impl"):
         ops.pack_attention(q, k, v, key_mask, impl="cuda")
+
+
+def test_record_choices_says_what_each_call_ran():
+    q = jnp.ones((1, 4, 1, 32))
+    k = jnp.ones((1, 8, 1, 32))
+    mask = jnp.ones((1, 8), bool)
+    with ops.record_choices() as choices:
+        ops.pack_attention(q, k, k, mask, impl="auto")  # CPU: auto runs the reference
+        ops.pack_attention(q, k, k, mask, impl="pallas", interpret=True)
+        ops.unpack_attention(k, q, q, jnp.ones((1, 4), bool), impl="xla")
+    assert choices == [("pack", "xla"), ("pack", "pallas_gpu (interpret)"), ("unpack", "xla")]
+    ops.pack_attention(q, k, k, mask)  # outside the context: not recorded
+    assert len(choices) == 3

@@ -7,12 +7,15 @@
             in Pallas interpret mode (slow; for tests).
   "auto"    the kernels on GPU (compute capability >= 8.0) / TPU for the shapes they are built
             and tested for (see `kernel_supports`), the reference otherwise.
-`resolve_impl` says which of "xla", "pallas_gpu", "pallas_tpu" an impl name runs.
-This package imports with jax alone; the kernel modules are imported on first use.
+`resolve_impl` says which of "xla", "pallas_gpu", "pallas_tpu" an impl name runs;
+`record_choices` collects which one each call actually ran (after the shape check and the
+import fallback of "auto"). This package imports with jax alone; the kernel modules are
+imported on first use.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 
@@ -66,6 +69,22 @@ def _device_ok(backend: str) -> bool:
     return cc is None or float(cc) >= 8.0
 
 
+_RECORDERS: list[list[tuple[str, str]]] = []
+
+
+@contextlib.contextmanager
+def record_choices():
+    """Yields a list that fills, as pack/unpack calls are traced under this context, with
+    (kind, implementation) pairs: kind "pack" | "unpack", implementation "xla" |
+    "pallas_gpu" | "pallas_tpu" (+ " (interpret)")."""
+    found: list[tuple[str, str]] = []
+    _RECORDERS.append(found)
+    try:
+        yield found
+    finally:
+        _RECORDERS.remove(found)
+
+
 def _pick(impl, q, k, interpret):
     name = resolve_impl(impl, interpret=interpret)
     if name == "xla" or (impl == "auto" and not kernel_supports(q, k)):
@@ -109,6 +128,10 @@ def _data_parallel(kernel, q, k, v, key_mask, dropout_rate, dropout_rng, dropout
 
 def _call(which, q, k, v, key_mask, dropout_rate, dropout_rng, impl, interpret, dropout_seed):
     mod, kw = _pick(impl, q, k, interpret)
+    ran = "xla" if mod is reference else mod.__name__.rsplit(".", 1)[1] + (
+        " (interpret)" if interpret and jax.default_backend() == "cpu" else "")
+    for found in _RECORDERS:
+        found.append((which.split("_")[0], ran))
     fn = getattr(mod, which)
     if mod is reference:  # XLA partitions the reference by itself
         return fn(q, k, v, key_mask, dropout_rate=dropout_rate, dropout_rng=dropout_rng,
@@ -134,4 +157,4 @@ def unpack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, i
 
 
 __all__ = ["attention", "pack_attention", "unpack_attention", "reference", "resolve_impl",
-           "kernel_supports", "IMPLS"]
+           "kernel_supports", "record_choices", "IMPLS"]
