@@ -168,10 +168,8 @@ def check(config, *, devices: int = 1, processes: int = 1, backend: str = "cpu")
     get = lambda f: flat.get(f)
     if not get("data.task"):
         raise ConfigError("config field data.task is empty: use a config file from configs/")
-    for field, allowed in CHOICES.items():
-        _check_choice(field, get(field), allowed)
-    _check_choice("model.attention_impl", get("model.attention_impl"),
-                  ATTENTION_IMPLS[get("model.name")])
+    _check_choice("model.name", get("model.name"), CHOICES["model.name"])
+    _check_choice("optim.schedule", get("optim.schedule"), CHOICES["optim.schedule"])
     for field in POSITIVE:
         _check_number(field, get(field), integer=True, low=1)
     for field in NON_NEGATIVE:
@@ -181,7 +179,7 @@ def check(config, *, devices: int = 1, processes: int = 1, backend: str = "cpu")
     _check_number("optim.learning_rate", get("optim.learning_rate"), integer=False, low=0,
                   strict=True)
     _check_number("optim.eps", get("optim.eps"), integer=False, low=0, strict=True)
-    _check_model(get)
+    check_model(config["model"])
     for field in ("data.batch_size", "data.eval_batch_size"):
         if get(field) % devices:
             raise ConfigError(f"config field {field}={get(field)}: must be a multiple of the "
@@ -195,19 +193,31 @@ def check(config, *, devices: int = 1, processes: int = 1, backend: str = "cpu")
                           f"this run's backend is {backend!r}; use 'xla' or 'auto'")
 
 
-def _check_model(get) -> None:
-    d, h = get("model.emb_dim"), get("model.num_heads")
-    if d % h:
+def check_model(model) -> None:
+    """The model's own rules (build_model calls this too): `model` is a config's `model`
+    field (a ConfigDict or a dict)."""
+    get = lambda f: model[f]
+    for field, allowed in CHOICES.items():
+        if field.startswith("model."):
+            _check_choice(field, get(field[len("model."):]), allowed)
+    _check_choice("model.attention_impl", get("attention_impl"), ATTENTION_IMPLS[get("name")])
+    d, h = get("emb_dim"), get("num_heads")
+    if isinstance(d, int) and isinstance(h, int) and h > 0 and d % h:
         raise ConfigError(f"config field model.emb_dim={d}: must be a multiple of "
                           f"model.num_heads={h}")
-    if get("model.pooling") == "cls" and not get("model.use_cls"):
+    if get("pooling") == "cls" and not get("use_cls"):
         raise ConfigError("config field model.pooling='cls': needs model.use_cls=True "
                           "(or model.pooling='mean')")
-    if get("model.name") == "transformer" and get("model.attention_impl") != "xla" \
-            and get("model.attention_dropout_rate") > 0:
-        raise ConfigError(f"config field model.attention_impl={get('model.attention_impl')!r}: "
+    if get("name") == "transformer" and get("attention_impl") != "xla" \
+            and get("attention_dropout_rate") > 0:
+        raise ConfigError(f"config field model.attention_impl={get('attention_impl')!r}: "
                           "has no attention dropout; set model.attention_dropout_rate=0 or "
                           "use 'xla'")
+    if get("name") == "luna" and get("normalize_before") and get("embed_layer_norm"):
+        # LunaLRAEncoder: `assert not layernorm_embedding or not normalize_before`
+        raise ConfigError("config fields model.normalize_before=True and "
+                          "model.embed_layer_norm=True: the official Luna encoder forbids the "
+                          "embedding LayerNorm with pre-LN; set model.embed_layer_norm=False")
 
 
 def _check_choice(field: str, value, allowed) -> None:

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from luna_lra import config as config_lib
+from luna_lra import sweep_state
 from luna_lra.metrics_log import read_lines
 from luna_lra.results import (
     COLUMNS, PUBLISHED, REDUCED_MARK, ROW_ORDER, STANDARD_TASKS, BadResultError,
@@ -77,6 +78,8 @@ def _run_record(result: dict, root: str) -> dict[str, Any]:
         "devices": result.get("devices"),
         "commit": result.get("commit"),
         "machine": result.get("machine"),
+        "attention": ", ".join(f"{k} {v}" for k, v in (result.get("attention_ran") or {}).items())
+        or None,
         "config_spec": config_spec(result),
         "command": result.get("command"),
         "reduced": bool(reasons),
@@ -111,6 +114,7 @@ def _group_summary(runs: list[dict]) -> dict[str, Any]:
         "devices": _distinct(r["devices"] for r in runs),
         "commits": _distinct(r["commit"] for r in runs),
         "machines": _distinct(r["machine"] for r in runs),
+        "attention": _distinct(r["attention"] for r in runs),
         "config_specs": _distinct(r["config_spec"] for r in runs),
         "duplicate_seeds": sorted({s for s in seeds if seeds.count(s) > 1}, key=str),
         "runs": runs,
@@ -121,8 +125,11 @@ def _published(row: str, column: str):
     return PUBLISHED.get(row, {}).get(column)
 
 
-def build_lra_table(results: Sequence[dict], root: str = ".") -> dict[str, Any]:
-    """The table as a JSON-able dict (accuracies in percent). `results` carry '_path'."""
+def build_lra_table(results: Sequence[dict], root: str = ".",
+                    unfinished: Sequence[dict] = ()) -> dict[str, Any]:
+    """The table as a JSON-able dict (accuracies in percent). `results` carry '_path';
+    `unfinished`: runs a sweep has not finished yet (sweep_state.unfinished_runs), counted in
+    their cells' "unfinished"."""
     cells: dict[tuple[str, str], dict[str, list]] = {}
     configs: dict[str, dict] = {}
     for result in results:
@@ -130,63 +137,22 @@ def build_lra_table(results: Sequence[dict], root: str = ".") -> dict[str, Any]:
         ident = _identity(result)
         configs.setdefault(ident, result["config"])
         cells.setdefault(key, {}).setdefault(ident, []).append(_run_record(result, root))
+    waiting: dict[tuple[str, str], int] = {}
+    for run in unfinished:
+        key = (row_key(run), task_column(run))
+        waiting[key] = waiting.get(key, 0) + 1
 
-    extra_columns = sorted({c for _, c in cells} - set(COLUMNS))
+    extra_columns = sorted({c for _, c in set(cells) | set(waiting)} - set(COLUMNS))
     columns = list(COLUMNS) + extra_columns
-    present_rows = {r for r, _ in cells}
+    present_rows = {r for r, _ in set(cells) | set(waiting)}
     rows_order = [r for r in ROW_ORDER if r in present_rows] + sorted(present_rows - set(ROW_ORDER))
     notes: list[str] = []
     rows = []
     for row in rows_order:
-        row_cells: dict[str, Any] = {}
-        for column in columns:
-            groups = cells.get((row, column))
-            published = _published(row, column)
-            if not groups:
-                row_cells[column] = {"mean": None, "n": 0, "published": published}
-                continue
-            summaries = {ident: _group_summary(sorted(runs, key=lambda r: (str(r["seed"]),
-                                                                            r["path"])))
-                         for ident, runs in groups.items()}
-            # Several configurations in one cell (e.g. a learning-rate grid): report the full
-            # (non-reduced) one with the best mean validation accuracy, list the others.
-            ranked = sorted(summaries.items(), key=lambda kv: (
-                kv[1]["reduced"], -(kv[1]["mean_val_accuracy"] if kv[1]["mean_val_accuracy"]
-                                    is not None else -1.0), -kv[1]["n"]))
-            best_ident, cell = ranked[0]
-            cell = dict(cell)
-            cell["published"] = published
-            cell["config"] = configs[best_ident]
-            cell["changed_from_config_file"] = ranked[0][1]["runs"][0]["changed_from_config_file"]
-            cell["other_configs"] = [
-                {"mean": s["mean"], "std": s["std"], "n": s["n"],
-                 "mean_val_accuracy": s["mean_val_accuracy"], "reduced": s["reduced"],
-                 "differences": _differences(configs[ident], configs[best_ident]),
-                 "runs": [r["path"] for r in s["runs"]]}
-                for ident, s in ranked[1:]]
-            if cell["other_configs"]:
-                full = not cell["reduced"] and any(s["reduced"] for _, s in ranked)
-                notes.append(f"{row} / {column}: {len(groups)} configurations; shown: the "
-                             + ("non-reduced one " if full else "one ") + "with the best mean "
-                             f"validation accuracy ({len(ranked) - 1} other(s) in "
-                             "lra_table.json)")
-            if cell["duplicate_seeds"]:
-                notes.append(f"{row} / {column}: seed(s) {cell['duplicate_seeds']} appear in more "
-                             "than one run; every run is counted")
-            row_cells[column] = cell
-        present = [c for c in STANDARD_TASKS if row_cells[c]["mean"] is not None]
-        if len(present) == len(STANDARD_TASKS):
-            average = {"mean": float(np.mean([row_cells[c]["mean"] for c in STANDARD_TASKS])),
-                       "tasks": len(present), "complete": True,
-                       "reduced": any(row_cells[c]["reduced"] for c in STANDARD_TASKS)}
-        else:
-            missing = [c for c in STANDARD_TASKS if c not in present]
-            average = {"mean": None, "tasks": len(present), "complete": False,
-                       "missing": missing, "reduced": False}
-            notes.append(f"{row}: no average ({len(present)}/5 standard tasks; missing "
-                         f"{', '.join(missing)})")
-        average["published"] = _published(row, "Average")
-        rows.append({"model": row, "cells": row_cells, "average": average,
+        row_cells = {column: _cell(row, column, cells.get((row, column)), configs,
+                                   waiting.get((row, column), 0), notes)
+                     for column in columns}
+        rows.append({"model": row, "cells": row_cells, "average": _average(row, row_cells, notes),
                      "reduced": any(c.get("reduced") for c in row_cells.values()),
                      "published_source": PUBLISHED.get(row, {}).get("source")})
     return {
@@ -200,6 +166,56 @@ def build_lra_table(results: Sequence[dict], root: str = ".") -> dict[str, Any]:
         "notes": notes,
         "num_results": len(results),
     }
+
+
+def _cell(row: str, column: str, groups: dict | None, configs: dict, unfinished: int,
+          notes: list[str]) -> dict[str, Any]:
+    """One cell: its runs grouped by configuration; the one shown, the others listed."""
+    published = _published(row, column)
+    if not groups:
+        return {"mean": None, "n": 0, "published": published, "unfinished": unfinished}
+    summaries = {ident: _group_summary(sorted(runs, key=lambda r: (str(r["seed"]), r["path"])))
+                 for ident, runs in groups.items()}
+    # Several configurations in one cell (e.g. a learning-rate grid): report the full
+    # (non-reduced) one with the best mean validation accuracy, list the others.
+    ranked = sorted(summaries.items(), key=lambda kv: (
+        kv[1]["reduced"], -(kv[1]["mean_val_accuracy"] if kv[1]["mean_val_accuracy"]
+                            is not None else -1.0), -kv[1]["n"]))
+    best_ident, cell = ranked[0]
+    cell = dict(cell, published=published, unfinished=unfinished, config=configs[best_ident],
+                changed_from_config_file=cell["runs"][0]["changed_from_config_file"])
+    cell["other_configs"] = [
+        {"mean": s["mean"], "std": s["std"], "n": s["n"],
+         "mean_val_accuracy": s["mean_val_accuracy"], "reduced": s["reduced"],
+         "differences": _differences(configs[ident], configs[best_ident]),
+         "runs": [r["path"] for r in s["runs"]]}
+        for ident, s in ranked[1:]]
+    if cell["other_configs"]:
+        full = not cell["reduced"] and any(s["reduced"] for _, s in ranked)
+        notes.append(f"{row} / {column}: {len(groups)} configurations; shown: the "
+                     + ("non-reduced one " if full else "one ") + "with the best mean "
+                     f"validation accuracy ({len(ranked) - 1} other(s) in lra_table.json)")
+    if cell["duplicate_seeds"]:
+        notes.append(f"{row} / {column}: seed(s) {cell['duplicate_seeds']} appear in more "
+                     "than one run; every run is counted")
+    return cell
+
+
+def _average(row: str, row_cells: dict, notes: list[str]) -> dict[str, Any]:
+    """The mean of the five standard cells, given only when all five are there."""
+    present = [c for c in STANDARD_TASKS if row_cells[c]["mean"] is not None]
+    if len(present) == len(STANDARD_TASKS):
+        average = {"mean": float(np.mean([row_cells[c]["mean"] for c in STANDARD_TASKS])),
+                   "tasks": len(present), "complete": True,
+                   "reduced": any(row_cells[c]["reduced"] for c in STANDARD_TASKS)}
+    else:
+        missing = [c for c in STANDARD_TASKS if c not in present]
+        average = {"mean": None, "tasks": len(present), "complete": False,
+                   "missing": missing, "reduced": False}
+        notes.append(f"{row}: no average ({len(present)}/5 standard tasks; missing "
+                     f"{', '.join(missing)})")
+    average["published"] = _published(row, "Average")
+    return average
 
 
 REDUCED_RULE = (
@@ -222,15 +238,16 @@ def _fmt_published(p) -> str:
 
 
 def _cell_text(cell: dict) -> str:
+    waiting = f" · {cell['unfinished']} unfinished" if cell.get("unfinished") else ""
     if cell.get("mean") is None:
-        return "—" + _fmt_published(cell.get("published"))
+        return "—" + waiting + _fmt_published(cell.get("published"))
     text = f"{cell['mean']:.2f}"
     if cell["std"] is not None:
         text += f" ± {cell['std']:.2f}"
     text += f" (n={cell['n']})"
     if cell["reduced"]:
         text += f" {REDUCED_MARK}"
-    return text + _fmt_published(cell["published"])
+    return text + waiting + _fmt_published(cell["published"])
 
 
 def _config_text(cell: dict) -> str:
@@ -266,7 +283,10 @@ def render_lra_table(table: dict, command: str = "", skipped: Sequence[str] = ()
     lines += [
         "",
         "- Cells: mean ± sample standard deviation (ddof=1) of the test accuracy over seeds; n = "
-        "number of runs (seeds). Each run's test accuracy is taken at its best validation step.",
+        "number of runs (seeds). Each run's test accuracy is taken at its best validation step. "
+        "`· k unfinished`: k more runs of a sweep under this root have no result yet (pending, "
+        "running, stopped or failed; `python -m luna_lra.sweep --status` says which); the "
+        "cell is over the finished ones.",
         "- Published figures (`paper`): " + "; ".join(
             f"{name}: {p['source']}" for name, p in PUBLISHED.items()) + ". Path-X: the LRA "
         "paper's Transformer failed (FAIL, no number). No published figure is shown for other "
@@ -280,8 +300,8 @@ def render_lra_table(table: dict, command: str = "", skipped: Sequence[str] = ()
         lines.append(f"- Skipped {len(skipped)} malformed result.json file(s) (--skip-bad): "
                      + "; ".join(f"`{s}`" for s in skipped))
     lines += ["", "## Where each cell came from", "",
-              "| Model | Task | n | Seeds | Steps | Best steps | Devices | Commit | Machine | Config "
-              "| Reduced |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| Model | Task | n | Seeds | Steps | Best steps | Devices | Commit | Machine "
+              "| Attention ran | Config | Reduced |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in table["rows"]:
         for column in columns:
             cell = row["cells"][column]
@@ -293,7 +313,8 @@ def render_lra_table(table: dict, command: str = "", skipped: Sequence[str] = ()
                 f"| {row['model']} | {column} | {cell['n']} | {_join(cell['seeds'])} "
                 f"| {_join(cell['steps'])} | {_join(cell['best_steps'])} "
                 f"| {_join(cell['devices'])} | {_join(cell['commits'])} "
-                f"| {_join(cell['machines'])} | {_config_text(cell)} | {reduced} |")
+                f"| {_join(cell['machines'])} | {_join(cell['attention'])} | {_config_text(cell)} "
+                f"| {reduced} |")
     lines += ["", "Config: the config file and variant the runs were started from, with the fields "
               "that differ from its defaults (seed and bookkeeping fields such as data_dir "
               "aside). The full config of each cell, every run (path, seed, accuracies, "
@@ -379,10 +400,11 @@ def write_lra_table(root: str, out: str = "results", skip_bad: bool = False,
     results, skipped = collect_results(root, skip_bad)
     for s in skipped:
         warnings.warn(f"skipped malformed result.json: {s}", stacklevel=2)
-    if not results:
+    unfinished = sweep_state.unfinished_runs(root)  # a sweep under way: their cells say so
+    if not results and not unfinished:
         raise ValueError(f"no valid result.json under {root}"
                          + (f" ({len(skipped)} malformed ones skipped)" if skipped else ""))
-    table = build_lra_table(results, root)
+    table = build_lra_table(results, root, unfinished)
     table["skipped_files"] = list(skipped)
     table["command"] = command
     os.makedirs(out, exist_ok=True)

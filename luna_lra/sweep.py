@@ -33,18 +33,19 @@ Ray cluster, the same path on every node, and ROOT on a file system every node s
 from __future__ import annotations
 
 import argparse
-import codecs
+import dataclasses
 import importlib.util
 import itertools
 import os
 import re
 import shlex
-import subprocess
 import sys
+import threading
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from luna_lra import config as config_lib
+from luna_lra import sweep_state
 
 RUN_KEYS = ("config", "overrides", "name", "hosts")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
@@ -306,41 +307,74 @@ def run_status(run: Mapping[str, Any], workdir: str) -> tuple[str, str]:
 # ----------------------------------------------------------------------------- running
 
 
-def _stream(cmd: list[str], log_path: str) -> int:
-    """Runs cmd, copying its stdout+stderr to our stdout and to log_path as it comes."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    with open(log_path, "ab") as log:
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n".encode())
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
-        try:
-            while True:
-                chunk = proc.stdout.read(65536)
-                if not chunk:
-                    break
-                log.write(chunk)
-                log.flush()
-                sys.stdout.write(decoder.decode(chunk))
-                sys.stdout.flush()
-            sys.stdout.write(decoder.decode(b"", final=True))
-            return proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            proc.stdout.close()
+_PRINT_LOCK = threading.Lock()
 
 
 def _say(msg: str) -> None:
-    print(f"[sweep] {msg}", flush=True)
+    with _PRINT_LOCK:  # Ray runs are driven from threads: whole lines only
+        print(f"[sweep] {msg}", flush=True)
 
 
-def run_sweep(runs: Sequence[Mapping[str, Any]], root: str, *, dry_run: bool = False,
-              python: str = sys.executable) -> dict[str, list[str]]:
-    """Runs each run in turn; returns the names by outcome: {'finished', 'skipped' (finished
-    before), 'failed', 'would_run' (dry run)}."""
-    root = os.path.abspath(root)
-    outcome: dict[str, list[str]] = {"finished": [], "skipped": [], "failed": [], "would_run": []}
+@dataclasses.dataclass
+class Attempt:
+    """How one attempt of a run ended: the trainer's exit status (None: its process, worker
+    or node died without one) and its last error line."""
+
+    exit_status: int | None
+    error: str = ""
+
+
+@dataclasses.dataclass
+class Planned:
+    """A run the sweep will start: where, why ('starting' / 'resuming ...'), and its command."""
+
+    run: Mapping[str, Any]
+    workdir: str
+    head: str
+    why: str
+    argv: list[str]
+
+
+def drive_run(planned: Planned, launch: Callable[[int], Attempt], *, max_retries: int,
+              stopping: threading.Event | None = None) -> str:
+    """Attempts one run until it finishes, fails in a way no retry fixes, or has been retried
+    max_retries times; records each state in WORKDIR/sweep/run.json and says each change.
+    `launch(attempt)` runs one attempt to its end. Returns 'finished', 'failed' or 'stopped'."""
+    run, workdir, head = planned.run, planned.workdir, planned.head
+    config = config_lib.to_dict(run_config(run))
+    t0 = time.time()
+    for attempt in range(1, max_retries + 2):
+        sweep_state.write_run(workdir, run, config, "pending", attempt=attempt)
+        end = launch(attempt)
+        if stopping is not None and stopping.is_set():
+            return "stopped"  # the run stays 'pending' under a dead driver: 'stopped'
+        if end.exit_status == 0:
+            status, why = run_status(run, workdir)
+            if status == "finished":
+                sweep_state.write_run(workdir, run, config, "finished", attempt=attempt)
+                took = sweep_state.seconds_trained(workdir)
+                _say(f"{head}: done" + (f" in {took:.0f} s" if took == took else "") + f" ({why})")
+                return "finished"
+            end = Attempt(0, f"exit status 0 but {why}")
+        retry, _ = sweep_state.classify(end.exit_status)
+        detail = end.error if end.exit_status == 0 else sweep_state.describe_exit(
+            end.exit_status) + (f"; {end.error}" if end.error else "")
+        state = "retrying" if retry and attempt <= max_retries else "failed"
+        sweep_state.write_run(workdir, run, config, state, attempt=attempt,
+                              exit_status=end.exit_status, error=detail)
+        if state == "failed":
+            _say(f"{head}: FAILED after {time.time() - t0:.0f} s ({detail}); log: "
+                 f"{os.path.join(workdir, 'train.log')}; continuing")
+            return "failed"
+        _say(f"{head}: attempt {attempt} ended ({detail}); retrying ({attempt} of "
+             f"{max_retries} retries)")
+    raise AssertionError("unreachable")
+
+
+def plan(runs: Sequence[Mapping[str, Any]], root: str, outcome: dict[str, list[str]], *,
+         dry_run: bool, python: str) -> list[Planned]:
+    """The runs to start; finished runs go to outcome['skipped'], stale ones to 'failed'."""
+    todo = []
     for i, run in enumerate(runs, 1):
         workdir = os.path.join(root, run["name"])
         head = f"run {i}/{len(runs)} {run['name']}"
@@ -348,42 +382,60 @@ def run_sweep(runs: Sequence[Mapping[str, Any]], root: str, *, dry_run: bool = F
             status, why = run_status(run, workdir)
         except SweepError as e:
             status, why = "stale", str(e)
-        cmd = train_argv(run, workdir, python)
+        argv = train_argv(run, workdir, python)
         if status == "finished":
             _say(f"{head}: finished, skipped ({why})")
             outcome["skipped"].append(run["name"])
-            continue
-        if status == "stale":
+        elif status == "stale":
             _say(f"{head}: FAILED: {why}")
             outcome["failed"].append(run["name"])
-            continue
-        if dry_run:
-            _say(f"{head}: would run ({why}): {shlex.join(cmd)}")
+        elif dry_run:
+            _say(f"{head}: would run ({why}): {shlex.join(argv)}")
             outcome["would_run"].append(run["name"])
-            continue
-        _say(f"{head}: {why}: {shlex.join(cmd)}")
-        os.makedirs(workdir, exist_ok=True)
-        t0 = time.time()
-        try:
-            rc = _stream(cmd, os.path.join(workdir, "train.log"))
-        except OSError as e:
-            _say(f"{head}: FAILED to start: {e}")
-            outcome["failed"].append(run["name"])
-            continue
-        elapsed = time.time() - t0
-        status, why = run_status(run, workdir) if rc == 0 else ("failed", "")
-        if rc == 0 and status == "finished":
-            _say(f"{head}: done in {elapsed:.0f} s ({why})")
-            outcome["finished"].append(run["name"])
         else:
-            detail = f"exit status {rc}" if rc else f"exit status 0 but {why}"
-            _say(f"{head}: FAILED after {elapsed:.0f} s ({detail}); log: "
-                 f"{os.path.join(workdir, 'train.log')}; continuing")
-            outcome["failed"].append(run["name"])
+            todo.append(Planned(run, workdir, head, why, argv))
+    return todo
+
+
+def run_sweep(runs: Sequence[Mapping[str, Any]], root: str, *, dry_run: bool = False,
+              python: str = sys.executable, max_retries: int = 3,
+              ray_options: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
+    """Runs the sweep here one run after another, or on Ray when `ray_options` is given
+    (sweep_ray.run_sweep's keywords); returns the names by outcome: {'finished', 'skipped'
+    (finished before), 'failed', 'would_run' (dry run), 'stopped'}."""
+    root = os.path.abspath(root)
+    outcome: dict[str, list[str]] = {"finished": [], "skipped": [], "failed": [],
+                                     "would_run": [], "stopped": []}
+    todo = plan(runs, root, outcome, dry_run=dry_run, python=python)
+    if ray_options is not None and todo:
+        from luna_lra import sweep_ray
+
+        for planned, result in zip(todo, sweep_ray.run_sweep(todo, max_retries=max_retries,
+                                                             **ray_options)):
+            outcome[result].append(planned.run["name"])
+        return outcome
+    from luna_lra import sweep_local
+
+    for planned in todo:
+        result = drive_run(planned, lambda k, p=planned: sweep_local.run_attempt(p, k),
+                           max_retries=max_retries)
+        outcome[result].append(planned.run["name"])
     return outcome
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def print_status(runs: Sequence[Mapping[str, Any]], root: str) -> None:
+    rows = []
+    for run in runs:
+        workdir = os.path.join(os.path.abspath(root), run["name"])
+        try:
+            finished = run_status(run, workdir)[0] == "finished"
+        except SweepError:
+            finished = False
+        rows.append(sweep_state.run_state(run, workdir, finished))
+    print(sweep_state.render_status(rows))
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m luna_lra.sweep", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sweep", required=True, help="sweep file defining get_sweep()")
@@ -392,6 +444,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="only runs whose name contains SUBSTRING (repeatable: any of them)")
     parser.add_argument("--dry-run", action="store_true",
                         help="say what would run or be skipped, run nothing")
+    parser.add_argument("--status", action="store_true",
+                        help="print where every run stands (works while the sweep runs, and "
+                             "after it was killed) and exit")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="local: one run after another here (default); ray: as many at once "
+                             "as the Ray cluster holds")
+    parser.add_argument("--max-retries", type=int, default=3, metavar="N",
+                        help="start a run again up to N times after an exit a retry can fix "
+                             "(preempted 143, killed, crashed 1, node lost); default 3")
+    ray = parser.add_argument_group("--backend ray")
+    ray.add_argument("--address", help="an existing Ray cluster ('auto' or HOST:PORT); "
+                                       "default: start Ray on this machine")
+    per_run = ray.add_mutually_exclusive_group()
+    per_run.add_argument("--gpus-per-run", type=int, metavar="K",
+                         help="GPUs per trainer process (default when the cluster has GPUs: 1)")
+    per_run.add_argument("--tpu-chips-per-run", type=int, metavar="K",
+                         help="TPU chips per trainer process (default on TPUs: one host's)")
+    per_run.add_argument("--cpus-per-run", type=float, metavar="K",
+                         help="CPUs per trainer process of a CPU-only run (default elsewhere: 1)")
     parser.add_argument("--print-commands", choices=("tpu", "gpu"),
                         help="print one launch command per run (for a TPU pod slice or one GPU) "
                              "and exit")
@@ -399,8 +470,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--zone", default="ZONE", help="for --print-commands tpu")
     parser.add_argument("--repo-dir", default="luna_lra",
                         help="the repository's directory on the TPU workers (--print-commands tpu)")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def _check_args(args, runs) -> None:
+    """SweepError (one line) for flags that do not fit together or with the runs."""
+    if args.max_retries < 0:
+        raise SweepError(f"--max-retries {args.max_retries}: expected an integer >= 0")
+    for flag in ("gpus_per_run", "tpu_chips_per_run", "cpus_per_run"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise SweepError(f"--{flag.replace('_', '-')} {value:g}: expected a number > 0")
+        if value is not None and args.backend != "ray":
+            raise SweepError(f"--{flag.replace('_', '-')}: only with --backend ray")
+    if args.address and args.backend != "ray":
+        raise SweepError("--address: only with --backend ray")
+    multi = [r for r in runs if r["hosts"] > 1]
+    if multi and args.backend == "local" and not (args.print_commands or args.status
+                                                  or args.dry_run):
+        raise SweepError(f"run {multi[0]['name']!r} has hosts={multi[0]['hosts']}: runs that "
+                         "span hosts need --backend ray")
+    if args.backend == "ray" and not (args.status or args.print_commands or args.dry_run):
+        try:
+            import ray  # noqa: F401
+        except ImportError as e:
+            raise SweepError(f"--backend ray needs Ray: pip install -e '.[ray]' ({e})") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         # Names and structure of every run; configs of the selected runs only.
         runs = load_sweep(args.sweep, check_configs=False)
@@ -409,7 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not runs:
                 raise SweepError(f"no run of {args.sweep} has a name containing any of "
                                  f"{args.only}")
-        check_runs(runs, args.sweep)
+        runs = check_runs(runs, args.sweep)
+        _check_args(args, runs)
     except SweepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -420,15 +519,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(launch_command(run, os.path.join(args.root, run["name"]), args.print_commands,
                                  tpu_name=args.tpu_name, zone=args.zone, repo_dir=args.repo_dir))
         return 0
+    if args.status:
+        print_status(runs, args.root)
+        return 0
 
+    ray_options = None if args.backend == "local" else {
+        "address": args.address, "gpus": args.gpus_per_run, "tpu_chips": args.tpu_chips_per_run,
+        "cpus": args.cpus_per_run}
     _say(f"{len(runs)} run(s) from {args.sweep} under {os.path.abspath(args.root)}"
-         + (" (dry run)" if args.dry_run else ""))
-    outcome = run_sweep(runs, args.root, dry_run=args.dry_run)
+         + (" (dry run)" if args.dry_run else f" ({args.backend} backend)"))
+    try:
+        outcome = run_sweep(runs, args.root, dry_run=args.dry_run, max_retries=args.max_retries,
+                            ray_options=ray_options)
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        _say("interrupted: the runs are stopped (each trainer saves a checkpoint); start the "
+             "same command again to resume them")
+        return 130
     _say((f"would run {len(outcome['would_run'])}, " if args.dry_run else "")
          + f"finished {len(outcome['finished'])}, skipped (already finished) "
          f"{len(outcome['skipped'])}, failed {len(outcome['failed'])}"
          + (f": {', '.join(outcome['failed'])}" if outcome["failed"] else ""))
-    return 1 if outcome["failed"] else 0
+    return 1 if outcome["failed"] or outcome["stopped"] else 0
 
 
 if __name__ == "__main__":

@@ -101,12 +101,14 @@ def _model_args(batch):
 
 
 def _all_finite(tree):
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
 def make_steps(model, schedule):
     """(train_step(state, batch, rng) -> (state, metrics), eval_step(params, batch) -> sums).
-    metrics["finite"]: the loss and every updated parameter are finite."""
+    metrics["finite"]: the loss and the whole updated state (parameters and optimiser
+    moments) are finite."""
     def train_step(state, batch, rng):
         dropout_rng = jax.random.fold_in(rng, state.step)
 
@@ -123,7 +125,7 @@ def make_steps(model, schedule):
             "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["targets"]),
             "grad_norm": jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))),
             "learning_rate": schedule(state.step),
-            "finite": jnp.isfinite(loss) & _all_finite(new_state.params),
+            "finite": jnp.isfinite(loss) & _all_finite((new_state.params, new_state.opt_state)),
         }
         return new_state, metrics
 
@@ -202,7 +204,8 @@ def check_workdir(workdir: str) -> None:
     """A workdir the run can write to, or TrainingError naming it (before any data is read)."""
     from etils import epath
 
-    probe = epath.Path(workdir) / ".luna_lra_write_test"
+    # One probe per process: processes sharing a workdir must not delete each other's.
+    probe = epath.Path(workdir) / f".luna_lra_write_test.{platform.node()}.{os.getpid()}"
     try:
         epath.Path(workdir).mkdir(parents=True, exist_ok=True)
         probe.write_text("ok")

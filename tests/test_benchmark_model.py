@@ -10,40 +10,38 @@ import sys
 import numpy as np
 import pytest
 
-from luna_lra import benchmark
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from luna_lra.benchmark import measure, model, model_report
 
 
 # ------------------------------------------------------------------------------ slope fit
 
 def test_fit_slope_recovers_power_laws():
     ns = [1024, 2048, 4096, 8192, 16384]
-    assert benchmark.fit_slope(ns, [3e-3 * n for n in ns]) == pytest.approx(1.0)
-    assert benchmark.fit_slope(ns, [5e-9 * n**2 for n in ns]) == pytest.approx(2.0)
+    assert model_report.fit_slope(ns, [3e-3 * n for n in ns]) == pytest.approx(1.0)
+    assert model_report.fit_slope(ns, [5e-9 * n**2 for n in ns]) == pytest.approx(2.0)
     # linear + quadratic: the fit lies between, and the curve's local slopes bound it
     mixed = [1e-3 * n + 1e-7 * n**2 for n in ns]
-    assert 1.0 < benchmark.fit_slope(ns, mixed) < 2.0
+    assert 1.0 < model_report.fit_slope(ns, mixed) < 2.0
     # least squares, not the end points: noise on the inner points moves it a little
     rng = np.random.default_rng(0)
     noisy = [n * math.exp(rng.normal(0, 0.05)) for n in ns]
-    assert benchmark.fit_slope(ns, noisy) == pytest.approx(1.0, abs=0.1)
+    assert model_report.fit_slope(ns, noisy) == pytest.approx(1.0, abs=0.1)
     x, y = np.log(ns), np.log(noisy)
-    assert benchmark.fit_slope(ns, noisy) == pytest.approx(np.polyfit(x, y, 1)[0])
+    assert model_report.fit_slope(ns, noisy) == pytest.approx(np.polyfit(x, y, 1)[0])
 
 
 def test_fit_slope_skips_missing_points():
-    assert benchmark.fit_slope([1024, 2048, 4096], [1.0, None, 4.0]) == pytest.approx(1.0)
-    assert benchmark.fit_slope([1024, 2048], [1.0, float("nan")]) is None
-    assert benchmark.fit_slope([1024], [1.0]) is None
-    assert benchmark.fit_slope([1024, 1024], [1.0, 2.0]) is None
-    assert benchmark.fit_slope([], []) is None
+    assert model_report.fit_slope([1024, 2048, 4096], [1.0, None, 4.0]) == pytest.approx(1.0)
+    assert model_report.fit_slope([1024, 2048], [1.0, float("nan")]) is None
+    assert model_report.fit_slope([1024], [1.0]) is None
+    assert model_report.fit_slope([1024, 1024], [1.0, 2.0]) is None
+    assert model_report.fit_slope([], []) is None
 
 
 def test_lengths_parse_and_print():
-    assert [benchmark._parse_length(x) for x in "1K,2k,3072,16K".split(",")] == \
+    assert [model._parse_length(x) for x in "1K,2k,3072,16K".split(",")] == \
         [1024, 2048, 3072, 16384]
-    assert benchmark._length_name(16384) == "16K" and benchmark._length_name(1000) == "1000"
+    assert model._length_name(16384) == "16K" and model._length_name(1000) == "1000"
 
 
 # ------------------------------------------------------------------------------ report
@@ -72,11 +70,11 @@ def _synthetic():
 
 def test_markdown_tables_relative_cells_oom_and_bar():
     meta, rows = _synthetic()
-    slopes = benchmark.model_slopes(rows, meta["models"])
+    slopes = model_report.model_slopes(rows, meta["models"])
     assert slopes["luna16"]["time"] == pytest.approx(1.0)
     assert slopes["transformer"]["time"] == pytest.approx(2.0)
     assert slopes["transformer"]["lengths"] == [1024, 2048, 4096]
-    md = benchmark.model_markdown(meta, rows, slopes)
+    md = model_report.model_markdown(meta, rows, slopes)
     lines = md.splitlines()
     speed = next(l for l in lines if l.startswith("| Luna-16 (XLA) |"))
     cells = [c.strip() for c in speed.strip("|").split("|")]
@@ -99,7 +97,7 @@ def test_bar_fails_when_luna_grows_too_fast():
     for r in rows:
         if r["model"] == "luna16":
             r["step_s"] = 1e-7 * r["n"] ** 1.5
-    checks = benchmark.model_checks(rows, benchmark.model_slopes(rows, meta["models"]),
+    checks = model_report.model_checks(rows, model_report.model_slopes(rows, meta["models"]),
                                     meta["lengths"])
     assert [ok for _, ok, _ in checks] == [False, True, True]
 
@@ -112,7 +110,7 @@ def test_capped_worker_reports_oom_not_crash():
     the worker, which reports 'OOM (measured)'; the caller gets a row."""
     spec = dict(variant="transformer", n=2048, batch=2, size="tiny", dtype="float32",
                 dropout="zero", steps=1, warmup=1, memory="rss", mem_cap_bytes=1 << 20, seed=0)
-    row = benchmark.run_model_isolated(spec, timeout_s=120)
+    row = model.run_model_isolated(spec, timeout_s=120)
     assert row["status"].startswith("OOM (measured)"), row
     assert row["model"] == "transformer" and row["n"] == 2048
 
@@ -120,8 +118,7 @@ def test_capped_worker_reports_oom_not_crash():
 @pytest.mark.slow
 def test_quick_run_writes_markdown_json_png(tmp_path):
     out = tmp_path / "bench"
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, JAX_PLATFORMS="cpu")  # the installed package (pip install -e .)
     proc = subprocess.run([sys.executable, "-m", "luna_lra.benchmark", "model", "--quick",
                            "--out", str(out)], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)
@@ -161,3 +158,13 @@ def test_quick_run_writes_markdown_json_png(tmp_path):
     import matplotlib.pyplot as plt
     image = plt.imread(str(out / "efficiency.png"))
     assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 400
+
+
+def test_failures_are_told_apart():
+    assert measure.failure(RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating")) == \
+        "OOM (measured)"
+    assert measure.failure(MemoryError()) == "OOM (measured)"
+    internal = RuntimeError("INTERNAL: YNNPACK operation failed")
+    assert measure.failure(internal, capped=True) == "OOM (measured)"
+    assert measure.failure(internal) == "error: RuntimeError: INTERNAL: YNNPACK operation failed"
+    assert measure.failure(ValueError("bad shape\nmore")) == "error: ValueError: bad shape"

@@ -104,6 +104,14 @@ def half_run(data_dir, tmp_path_factory):
     return str(workdir)
 
 
+def array_files(checkpoint):
+    """The array data files of a checkpoint's state (every OCDBT data file, whichever the
+    restore reads)."""
+    files = [p for p in (checkpoint / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert files, list((checkpoint / "state").rglob("*"))
+    return files
+
+
 def resume_matches(reference, data_dir, workdir, **extra):
     out = train(args(data_dir, workdir, **extra))
     ours = result(workdir)
@@ -126,12 +134,9 @@ def test_sigkill_while_the_best_parameters_are_saved(data_dir, reference, tmp_pa
 def test_a_damaged_newest_checkpoint_is_skipped(data_dir, reference, half_run, tmp_path):
     workdir = tmp_path / "damaged"
     shutil.copytree(half_run, workdir)
-    newest = workdir / "checkpoints" / "100" / "state"
-    arrays = [p for p in newest.rglob("*") if p.is_file() and p.stat().st_size > 64
-              and "metadata" not in p.name]
-    victim = max(arrays, key=lambda p: p.stat().st_size)
-    with open(victim, "r+b") as f:
-        f.truncate(victim.stat().st_size // 2)
+    for victim in array_files(workdir / "checkpoints" / "100"):
+        with open(victim, "r+b") as f:
+            f.truncate(victim.stat().st_size // 2)
     out = resume_matches(reference, data_dir, workdir)
     assert "checkpoints/100 is damaged" in out.stdout + out.stderr
     assert (workdir / "checkpoints_damaged" / "100").is_dir()
@@ -140,11 +145,10 @@ def test_a_damaged_newest_checkpoint_is_skipped(data_dir, reference, half_run, t
 def test_flipped_bytes_fail_the_checksum(data_dir, reference, half_run, tmp_path):
     workdir = tmp_path / "flipped"
     shutil.copytree(half_run, workdir)
-    state = workdir / "checkpoints" / "100" / "state"
-    victim = max((p for p in state.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
-    data = bytearray(victim.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    victim.write_bytes(bytes(data))
+    for victim in array_files(workdir / "checkpoints" / "100"):
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        victim.write_bytes(bytes(data))
     out = resume_matches(reference, data_dir, workdir)
     assert "checkpoints/100 is damaged" in out.stdout + out.stderr
 

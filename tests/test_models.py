@@ -34,15 +34,20 @@ def _tokens(lengths, width, seed=0):
 
 def _init_apply(model, toks, train=False, rng=0):
     mask = toks != 0
-    params = model.init(jax.random.key(0), toks, mask)["params"]
-    return params, lambda t: model.apply({"params": params}, t, t != 0, train=train,
-                                         rngs={"dropout": jax.random.key(rng)})
+    params = jax.jit(model.init)(jax.random.key(0), toks, mask)["params"]
+    apply = jax.jit(lambda t: model.apply({"params": params}, t, t != 0, train=train,
+                                          rngs={"dropout": jax.random.key(rng)}))
+    return params, apply
 
 
 @pytest.mark.parametrize("name,overrides", [
     ("luna", {}),
     ("luna", {"tie_kv": True, "tie_layer_weights": True, "init": "bert"}),
-    ("luna", {"pooling": "mean", "use_cls": False, "normalize_before": True}),
+    ("luna", {"pooling": "mean", "use_cls": False, "normalize_before": True,
+              "embed_layer_norm": False}),
+    ("luna", {"append_eos": True}),
+    ("luna", {"append_eos": True, "use_cls": False, "pooling": "mean", "tie_kv": True}),
+    ("luna", {"positions": "sinusoidal"}),
     ("luna", {"proj_len": 64}),  # l larger than every sequence
     ("transformer", {}),
     ("transformer", {"positions": "sinusoidal", "tie_layer_weights": True}),
@@ -139,6 +144,202 @@ def test_bad_model_config_names_the_field():
         build_model(small_model_cfg("rnn"), TASK)
     with pytest.raises(ValueError, match="model.pooling"):
         build_model(small_model_cfg(use_cls=False), TASK)
-    model = build_model(small_model_cfg(init="xavier"), TASK)
-    with pytest.raises(ValueError, match="model.init"):
-        _init_apply(model, _tokens([3], 4))
+    for field, value in (("init", "xavier"), ("positions", "rope"), ("dtype", "float16"),
+                         ("attention_impl", "cudnn"), ("num_heads", 3)):
+        with pytest.raises(ValueError, match=f"model.{field}"):
+            build_model(small_model_cfg(**{field: value}), TASK)
+    with pytest.raises(ValueError, match="model.embed_layer_norm"):
+        build_model(small_model_cfg(normalize_before=True), TASK)
+
+
+# ------------------------------------------------------------------ numbers of the fused layer
+
+def _ln(x, p):  # nn.LayerNorm as flax computes it (fast variance)
+    mean = x.mean(-1, keepdims=True)
+    var = jnp.maximum((x * x).mean(-1, keepdims=True) - mean * mean, 0.0)
+    return (x - mean) * jax.lax.rsqrt(var + 1e-5) * p["scale"] + p["bias"]
+
+
+def _dense(x, p):
+    return x @ p["kernel"] + p.get("bias", 0.0)
+
+
+def _reference_logits(params, toks, mask, heads):
+    """The post-LN Luna classifier written out unfused from its parameters: one nn.Dense per
+    projection, flax's LayerNorm, jax.nn.gelu's erfc form, the pure-jnp attention of
+    luna_lra.ops.reference (6785641's layer, as a formula)."""
+    from luna_lra.ops import reference
+
+    e, enc = params["embed"], params["encoder"]
+    b = toks.shape[0]
+    x = e["tokens"]["embedding"][toks]
+    x = jnp.concatenate([jnp.broadcast_to(e["cls"], (b, 1, x.shape[-1])), x], axis=1)
+    mask = jnp.concatenate([jnp.ones((b, 1), bool), mask], axis=1)
+    x = _ln(x + e["positions"][None, : x.shape[1]], e["layer_norm"])
+    x = jnp.where(mask[..., None], x, 0.0)
+    l = min(enc["packed_init"].shape[0], x.shape[1])
+    p = _ln(enc["packed_init"][:l], enc["packed_embed_norm"])
+    p_mask = jnp.arange(l)[None] < mask.sum(1)[:, None]
+    p = jnp.where(p_mask[..., None], jnp.broadcast_to(p, (b,) + p.shape), 0.0)
+    split = lambda t: t.reshape(t.shape[0], t.shape[1], heads, -1)
+    for i in range(sum(k.startswith("layer_") for k in enc)):
+        lp = enc[f"layer_{i}"]
+        a = lp["attention"]
+        packed = reference.attention(split(_dense(p, a["pack_query"])),
+                                     split(_dense(x, a["pack_key"])),
+                                     split(_dense(x, a["pack_value"])), mask).reshape(p.shape)
+        y = reference.attention(split(_dense(x, a["unpack_query"])),
+                                split(_dense(packed, a["unpack_key"])),
+                                split(_dense(packed, a["unpack_value"])), p_mask)
+        x = _ln(x + _dense(y.reshape(x.shape), a["out"]), lp["attention_norm"])
+        p = _ln(p + packed, lp["packed_norm"])
+        h = jax.nn.gelu(_dense(x, lp["ffn"]["fc1"]), approximate=False)
+        x = _ln(x + _dense(h, lp["ffn"]["fc2"]), lp["ffn_norm"])
+    hd = params["head"]
+    return _dense(jax.nn.relu(_dense(x[:, 0], hd["hidden_0"])), hd["logits"])
+
+
+def test_fused_model_gives_the_unfused_layers_logits_and_gradients():
+    model = build_model(small_model_cfg(num_layers=1), TASK)
+    toks = _tokens([16, 9, 3, 1], 16, seed=4)
+    params, _ = _init_apply(model, toks)
+    params = jax.tree.map(lambda a: a + 0.05 * np.sin(np.arange(a.size).reshape(a.shape)),
+                          params)  # biases and LayerNorms away from their zero/one init
+    y = jnp.asarray([0, 1, 2, 3])
+    def loss_and_grads(logits_fn):
+        def loss(p):
+            logits = logits_fn(p)
+            return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), y]), logits
+        return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+
+    with jax.default_matmul_precision("highest"):
+        (_, out), g_ours = loss_and_grads(lambda p: model.apply({"params": p}, toks, toks != 0))
+        (_, want), g_ref = loss_and_grads(lambda p: _reference_logits(p, toks, toks != 0, 2))
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g_ref))
+    for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_dropout_masks_are_flax_bit_for_bit():
+    """models.layers.Dropout (unrolled threefry) against nn.Dropout and jax.random.bernoulli."""
+    import flax.linen as nn
+
+    from luna_lra.models import layers
+
+    x = jnp.ones((3, 37, 5))
+    for seed in range(2):
+        rng = jax.random.fold_in(jax.random.key(seed), 11)
+        for rate in (0.1, 0.3):
+            run = lambda m: jax.jit(lambda r: m.apply({}, x, deterministic=False,
+                                                      rngs={"dropout": r}))(rng)
+            want, got = run(nn.Dropout(rate)), run(layers.Dropout(rate))
+            np.testing.assert_array_equal(got, want)
+        raw = jax.random.key_data(rng)
+        for shape in ((7,), (2, 3, 17, 5)):
+            np.testing.assert_array_equal(jax.jit(layers.bernoulli, static_argnums=(1, 2))(
+                raw, 0.9, shape), jax.random.bernoulli(raw, 0.9, shape))
+    keep = jax.jit(layers.bernoulli, static_argnums=(1, 2))(rng, 0.9, (20000,))
+    assert 0.88 < float(jnp.mean(keep)) < 0.92
+
+
+def test_layer_norm_and_gelu_match_flax_and_jax():
+    import flax.linen as nn
+
+    from luna_lra.models import layers
+
+    x = jax.random.normal(jax.random.key(1), (4, 9, 32)) * 3 + 1
+    params = {"scale": jnp.linspace(0.5, 2, 32), "bias": jnp.linspace(-1, 1, 32)}
+    loss = lambda m: lambda x, p: jnp.sum(jnp.tanh(m.apply({"params": p}, x)) ** 2)
+    ours, flax_ln = loss(layers.LayerNorm()), loss(nn.LayerNorm(epsilon=1e-5))
+    np.testing.assert_allclose(layers.LayerNorm().apply({"params": params}, x),
+                               nn.LayerNorm(epsilon=1e-5).apply({"params": params}, x),
+                               rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(jax.grad(ours, argnums=(0, 1))(x, params)),
+                    jax.tree.leaves(jax.grad(flax_ln, argnums=(0, 1))(x, params))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    h = jnp.linspace(-8, 8, 2001)
+    np.testing.assert_allclose(layers.gelu(h), jax.nn.gelu(h, approximate=False), atol=2e-6)
+    np.testing.assert_allclose(jax.grad(lambda h: layers.gelu(h).sum())(h),
+                               jax.grad(lambda h: jax.nn.gelu(h, False).sum())(h), atol=2e-6)
+
+
+def test_bfloat16_compute_stays_near_float32():
+    toks = _tokens([12, 5], 12, seed=5)
+    f32 = build_model(small_model_cfg(), TASK)
+    params, apply32 = _init_apply(f32, toks)
+    bf16 = build_model(small_model_cfg(dtype="bfloat16"), TASK)
+    out = bf16.apply({"params": params}, toks, toks != 0)
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(out, apply32(toks), atol=5e-2)
+
+
+# ------------------------------------------------------------------ faithfulness options
+
+def _embed(model, params, toks):
+    return model.apply({"params": params}, toks, toks != 0,
+                       method=lambda m, t, k: m.embed(t, k, deterministic=True))
+
+
+def test_append_eos_places_a_learned_vector_after_the_last_token():
+    model = build_model(small_model_cfg(append_eos=True, embed_layer_norm=False), TASK)
+    toks = _tokens([3, 6, 0], 6)
+    params, _ = _init_apply(model, toks)
+    e = params["embed"]
+    assert e["eos"].shape == (1, 1, 16) and e["positions"].shape == (24 + 2, 16)
+    x, mask = _embed(model, params, toks)
+    assert x.shape == (3, 8, 16)  # CLS + 6 + eos
+    np.testing.assert_array_equal(mask, [[1, 1, 1, 1, 1, 0, 0, 0], [1] * 8,
+                                         [1, 1, 0, 0, 0, 0, 0, 0]])
+    for row, at in ((0, 4), (1, 7), (2, 1)):  # right after CLS + the example's tokens
+        np.testing.assert_allclose(x[row, at], e["eos"][0, 0] + e["positions"][at], rtol=1e-6)
+    # P's length mask counts CLS and eos: min(proj_len 8, n') slots, lengths 5, 8, 2
+    _, _, p_mask = model.apply({"params": params}, x, mask,
+                               method=lambda m, a, b: m.encoder(a, b, deterministic=True))
+    np.testing.assert_array_equal(p_mask.sum(1), [5, 8, 2])
+
+
+def test_luna_sinusoidal_is_the_official_scaled_path_and_the_transformer_keeps_lra():
+    from luna_lra.models.embed import fairseq_sinusoidal_positions, sinusoidal_positions
+
+    toks = _tokens([5, 3], 5)
+    luna = build_model(small_model_cfg(positions="sinusoidal", embed_layer_norm=False), TASK)
+    params, _ = _init_apply(luna, toks)
+    assert "positions" not in params["embed"]
+    x, _ = _embed(luna, params, toks)
+    tok = params["embed"]["tokens"]["embedding"][toks[0]]
+    table = fairseq_sinusoidal_positions(6, 16, offset=2)
+    np.testing.assert_allclose(x[0, 1:], tok * 4.0 + table[1:], rtol=1e-5, atol=1e-6)
+    # fairseq's formula, written out: sin | cos halves, 10000^(-i / (half - 1)), position 2..
+    i = np.arange(8)
+    angle = np.arange(2, 8)[:, None] * np.exp(-i * np.log(10000) / 7)[None]
+    np.testing.assert_allclose(table, np.concatenate([np.sin(angle), np.cos(angle)], 1),
+                               rtol=1e-5, atol=1e-6)
+    tr = build_model(small_model_cfg("transformer", positions="sinusoidal",
+                                     embed_layer_norm=False), TASK)
+    params, _ = _init_apply(tr, toks)
+    x, _ = _embed(tr, params, toks)
+    tok = params["embed"]["tokens"]["embedding"][toks[0]]
+    np.testing.assert_allclose(x[0, 1:], tok + sinusoidal_positions(25, 16)[1:6], rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_luna_sinusoidal_adds_scaled_positions_to_p():
+    from luna_lra.models.embed import fairseq_sinusoidal_positions
+
+    model = build_model(small_model_cfg(positions="sinusoidal", embed_layer_norm=False,
+                                        num_layers=0), TASK)
+    toks = _tokens([9], 9)
+    params, _ = _init_apply(model, toks)
+    x, mask = _embed(model, params, toks)
+    _, p, _ = model.apply({"params": params}, x, mask,
+                          method=lambda m, a, b: m.encoder(a, b, deterministic=True))
+    want = params["encoder"]["packed_init"] * 4.0 + fairseq_sinusoidal_positions(8, 16)
+    np.testing.assert_allclose(p[0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_pre_ln_follows_the_official_rule():
+    model = build_model(small_model_cfg(normalize_before=True, embed_layer_norm=False), TASK)
+    params, _ = _init_apply(model, _tokens([4], 6))
+    assert "packed_embed_norm" not in params["encoder"] and "layer_norm" not in params["embed"]
+    assert {"final_norm", "final_packed_norm"} <= set(params["encoder"])

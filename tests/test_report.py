@@ -38,6 +38,7 @@ def make_run(root, name, *, task="listops", model="luna", variant="luna256", see
         "task": task, "variant": variant, "model": model, "test_accuracy": test,
         "val_accuracy": val, "step": num_steps // 2, "num_steps": num_steps,
         "devices": 8, "commit": "abc1234", "machine": "8 x TPU v4 (tpu)",
+        "attention_ran": {"pack": "pallas_tpu", "unpack": "pallas_tpu"},
         "command": f"python -m luna_lra.train --config configs/{task}.py:{variant} --workdir {workdir}",
         "config": config, **extra,
     }
@@ -102,7 +103,8 @@ def test_cells_seed_statistics_averages_and_published_figures(tmp_path):
     assert rows["Luna-256"]["average"]["published"] == 61.95
     assert rows["Transformer"]["average"]["mean"] == pytest.approx(52.0)
     assert rows["Transformer"]["average"]["published"] == 54.39
-    assert rows["Transformer"]["cells"]["Path-X"] == {"mean": None, "n": 0, "published": "FAIL"}
+    assert rows["Transformer"]["cells"]["Path-X"] == {"mean": None, "n": 0, "published": "FAIL",
+                                                      "unfinished": 0}
     published_t = {c: rows["Transformer"]["cells"][c]["published"] for c in results.STANDARD_TASKS}
     assert published_t == {"ListOps": 36.37, "Text": 64.27, "Retrieval": 57.46, "Image": 42.44,
                            "Pathfinder": 71.40}
@@ -114,6 +116,7 @@ def test_cells_seed_statistics_averages_and_published_figures(tmp_path):
     assert "52.00 · paper 54.39 |" in md
     assert "†" not in md.split("## Where")[0].split("- Cells")[0]  # nothing reduced
     assert "| Luna-256 | ListOps | 3 | 0, 1, 2 | 5000 | 2500, 2500, 2500 | 8 | abc1234 |" in md
+    assert "| 8 x TPU v4 (tpu) | pack pallas_tpu, unpack pallas_tpu |" in md
 
 
 def test_average_only_with_all_five_tasks_and_no_invented_figures(tmp_path):

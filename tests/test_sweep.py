@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from luna_lra import config as config_lib, sweep
+from luna_lra import config as config_lib, sweep, sweep_local
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -159,7 +159,7 @@ def fake_train(monkeypatch):
         fake_result(run, workdir)
         return 0
 
-    monkeypatch.setattr(sweep, "_stream", stream)
+    monkeypatch.setattr(sweep_local, "_stream", stream)
     return calls
 
 

@@ -3,6 +3,8 @@ shortened to 300 steps each (a few minutes per run on two CPU cores; the first r
 generates the tiny ListOps set into data/listops_tiny).
 
     python -m luna_lra.sweep --sweep configs/sweeps/tiny.py --root runs/sweep_tiny
+    python -m luna_lra.sweep --sweep configs/sweeps/tiny.py --root runs/sweep_tiny_ray \
+        --backend ray --cpus-per-run 1      # two at a time on two cores, the same results
     python -m luna_lra.report --root runs/sweep_tiny --out runs/sweep_tiny/results
 """
 

@@ -13,6 +13,7 @@ A token outside it is an error, reported with its file and line.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 from typing import Any
@@ -322,11 +323,21 @@ def prepare_if_missing(data_cfg: Any) -> bool:
     max_args,seed} (defaults in GENERATE_DEFAULTS, those of LRA) and, optionally,
     generate_show_progress (default True: a tqdm bar). Files go where load_splits looks
     (data_dir, or data_dir/listops-1000 if that folder exists). A partial set of files is an
-    error rather than being overwritten.
+    error rather than being overwritten. Runs or processes that start together take turns
+    (a lock file in data_dir): one generates, the others find the files.
     """
     if not getattr(data_cfg, "generate_if_missing", False):
         return False
     data_dir = _data_dir(data_cfg)
+    if all(os.path.isfile(p) for p in split_paths(data_dir).values()):
+        return False  # (no lock needed, so a read-only data folder is fine)
+    os.makedirs(data_dir, exist_ok=True)
+    with open(os.path.join(data_dir, ".generate.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _generate_unless_present(data_cfg, data_dir)
+
+
+def _generate_unless_present(data_cfg: Any, data_dir: str) -> bool:
     paths = split_paths(data_dir)
     present = [p for p in paths.values() if os.path.isfile(p)]
     if len(present) == len(paths):
@@ -340,30 +351,19 @@ def prepare_if_missing(data_cfg: Any) -> bool:
         )
     from luna_lra.data import listops_generator as generator  # only needed when generating
 
-    kw = {}
-    for k, default in GENERATE_DEFAULTS.items():
-        v = getattr(data_cfg, k, None)
-        kw[k] = default if v is None else int(v)
+    kw = {k: default if getattr(data_cfg, k, None) is None else int(getattr(data_cfg, k))
+          for k, default in GENERATE_DEFAULTS.items()}
     out = split_dir(data_dir)
-    msg = (
-        f"listops: no data in {data_dir}; generating synthetic ListOps into {out} "
-        f"(train/val/test {kw['generate_num_train']}/{kw['generate_num_val']}/"
-        f"{kw['generate_num_test']}, {kw['generate_min_length']} < length < "
-        f"{kw['generate_max_length']}, max_depth {kw['generate_max_depth']}, max_args "
-        f"{kw['generate_max_args']}, seed {kw['generate_seed']})"
-    )
-    log.warning(msg)
+    log.warning(
+        "listops: no data in %s; generating synthetic ListOps into %s (train/val/test "
+        "%d/%d/%d, %d < length < %d, max_depth %d, max_args %d, seed %d)", data_dir, out,
+        *(kw[f"generate_{k}"] for k in ("num_train", "num_val", "num_test", "min_length",
+                                         "max_length", "max_depth", "max_args", "seed")))
     generator.generate(
-        out,
-        num_train=kw["generate_num_train"],
-        num_val=kw["generate_num_val"],
-        num_test=kw["generate_num_test"],
-        min_length=kw["generate_min_length"],
-        max_length=kw["generate_max_length"],
-        max_depth=kw["generate_max_depth"],
-        max_args=kw["generate_max_args"],
-        seed=kw["generate_seed"],
-        show_progress=bool(getattr(data_cfg, "generate_show_progress", True)),
-    )
+        out, num_train=kw["generate_num_train"], num_val=kw["generate_num_val"],
+        num_test=kw["generate_num_test"], min_length=kw["generate_min_length"],
+        max_length=kw["generate_max_length"], max_depth=kw["generate_max_depth"],
+        max_args=kw["generate_max_args"], seed=kw["generate_seed"],
+        show_progress=bool(getattr(data_cfg, "generate_show_progress", True)))
     log.info("listops: wrote %s", ", ".join(paths.values()))
     return True

@@ -1,9 +1,15 @@
-"""Token embeddings, learned positions, the CLS token, and the initialisers both models share."""
+"""Token embeddings, positions, the CLS and eos tokens, and the initialisers both models share."""
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
+
+from luna_lra.models.config import ModelConfig
+from luna_lra.models.layers import Dropout, LayerNorm, add_positions
 
 # PyTorch's nn.Linear default (kaiming_uniform with a=sqrt(5)) is U(+-1/sqrt(fan_in)): variance
 # 1/(3 fan_in). The official code leaves its feed-forward and classifier layers at that default.
@@ -13,14 +19,14 @@ TORCH_LINEAR_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "unifo
 ATTENTION_PROJ_INIT = nn.initializers.variance_scaling(0.5, "fan_avg", "uniform")
 ATTENTION_OUT_INIT = nn.initializers.xavier_uniform()
 BERT_INIT = nn.initializers.normal(0.02)  # fairseq's init_bert_params
+# fairseq's padding index: its positions count from padding_idx + 1
+FAIRSEQ_POSITION_OFFSET = 2
 
 
 def dense_init(init: str, kind: str):
     """Kernel initialiser for a dense layer of `kind` ('proj', 'out', 'ffn') under `init`."""
     if init == "bert":
         return BERT_INIT
-    if init != "official":
-        raise ValueError(f"config field model.init: expected 'official' or 'bert', got {init!r}")
     return {"proj": ATTENTION_PROJ_INIT, "out": ATTENTION_OUT_INIT, "ffn": TORCH_LINEAR_INIT}[kind]
 
 
@@ -29,7 +35,8 @@ def embed_init(init: str, dim: int):
 
 
 def sinusoidal_positions(length: int, dim: int):
-    """Fixed sin/cos position table [length, dim] (sin on even, cos on odd features)."""
+    """LRA's fixed table [length, dim]: sin on even, cos on odd features, positions from 0
+    (the Transformer baseline's, as LRA's Flax models)."""
     pos = jnp.arange(length, dtype=jnp.float32)[:, None]
     freq = jnp.exp(jnp.arange(0, dim, 2, dtype=jnp.float32) * (-jnp.log(10000.0) / dim))
     table = jnp.zeros((length, dim), jnp.float32)
@@ -37,45 +44,77 @@ def sinusoidal_positions(length: int, dim: int):
     return table.at[:, 1::2].set(jnp.cos(pos * freq[: dim // 2]))
 
 
-class Embed(nn.Module):
-    """tokens [batch, n] -> (x [batch, n', dim], mask [batch, n']) with n' = n (+1 with CLS).
+def fairseq_sinusoidal_positions(length: int, dim: int, offset: int = 0):
+    """fairseq's table (SinusoidalPositionalEmbedding, get_sinusoidal_positional_embedding):
+    sin in the first half of the features, cos in the second, frequencies
+    10000^(-i/(dim/2 - 1)); rows for positions offset .. offset + length - 1."""
+    half = dim // 2
+    freq = np.exp(np.arange(half, dtype=np.float32) * -(math.log(10000) / (half - 1)))
+    angle = np.arange(offset, offset + length, dtype=np.float32)[:, None] * freq[None]
+    table = np.concatenate([np.sin(angle), np.cos(angle), np.zeros((length, dim % 2))], axis=1)
+    return jnp.asarray(table, jnp.float32)
 
-    Token embedding, an optional learned CLS vector at position 0 (the bos token the official
-    code prepends), learned absolute positions, optional LayerNorm, dropout, padded rows zeroed.
+
+def official_sinusoidal(cfg: ModelConfig) -> bool:
+    """Luna with fixed positions follows LunaLRAEncoder's sinusoidal path: X and P scaled by
+    sqrt(dim), fairseq's table on X (from position 2) and on P (from 0)."""
+    return cfg.name == "luna" and cfg.positions == "sinusoidal"
+
+
+def last_token_index(mask):
+    """[batch] index one past each example's last real token (0 for an empty example)."""
+    n = mask.shape[1]
+    return jnp.max(jnp.where(mask, jnp.arange(1, n + 1)[None, :], 0), axis=1)
+
+
+class Embed(nn.Module):
+    """tokens [batch, n] -> (x [batch, n', dim], mask [batch, n']), n' = n + use_cls +
+    append_eos.
+
+    Token embedding; a learned CLS vector at position 0 (the bos token the official data
+    prepends); with append_eos a learned eos vector right after each example's last real token
+    (fairseq-preprocess appends </s>), counted in the mask; positions; optional LayerNorm;
+    dropout; padded rows zeroed.
     """
 
-    vocab_size: int
-    dim: int
-    max_length: int  # without the CLS token
-    use_cls: bool
-    init_scheme: str = "official"
-    layer_norm: bool = True
-    dropout_rate: float = 0.1
-    positions: str = "learned"  # "learned" | "sinusoidal" (fixed)
-    dtype: jnp.dtype = jnp.float32
+    config: ModelConfig
 
     @nn.compact
     def __call__(self, tokens, mask, *, deterministic: bool):
-        if tokens.shape[1] > self.max_length:
+        cfg = self.config
+        if tokens.shape[1] > cfg.max_length:
             raise ValueError(
-                f"sequence length {tokens.shape[1]} exceeds model.max_length {self.max_length}")
-        e_init = embed_init(self.init_scheme, self.dim)
-        x = nn.Embed(self.vocab_size, self.dim, embedding_init=e_init, name="tokens")(tokens)
-        if self.use_cls:
-            cls = self.param("cls", e_init, (1, 1, self.dim))
-            x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, self.dim)), x], axis=1)
-            mask = jnp.concatenate([jnp.ones((mask.shape[0], 1), bool), mask], axis=1)
-        n_pos = self.max_length + int(self.use_cls)
-        if self.positions == "learned":
-            pos = self.param("positions", e_init, (n_pos, self.dim))
-        elif self.positions == "sinusoidal":
-            pos = sinusoidal_positions(n_pos, self.dim)
-        else:
-            raise ValueError(f"config field model.positions: expected 'learned' or 'sinusoidal', "
-                             f"got {self.positions!r}")
-        x = x + pos[None, : x.shape[1]]
-        if self.layer_norm:
-            x = nn.LayerNorm(epsilon=1e-5, name="layer_norm")(x)
-        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-        x = jnp.where(mask[..., None], x, 0.0).astype(self.dtype)
+                f"sequence length {tokens.shape[1]} exceeds model.max_length {cfg.max_length}")
+        e_init = embed_init(cfg.init, cfg.emb_dim)
+        x = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=e_init, name="tokens")(tokens)
+        b = x.shape[0]
+        if cfg.use_cls:
+            cls = self.param("cls", e_init, (1, 1, cfg.emb_dim))
+            x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, cfg.emb_dim)), x], axis=1)
+            mask = jnp.concatenate([jnp.ones((b, 1), bool), mask], axis=1)
+        if cfg.append_eos:
+            eos = self.param("eos", e_init, (1, 1, cfg.emb_dim))
+            at = last_token_index(mask)
+            x = jnp.pad(x, ((0, 0), (0, 1), (0, 0)))
+            is_eos = jnp.arange(x.shape[1])[None, :] == at[:, None]
+            x = jnp.where(is_eos[..., None], eos, x)
+            mask = jnp.pad(mask, ((0, 0), (0, 1))) | is_eos
+        if official_sinusoidal(cfg):
+            x = x * np.float32(math.sqrt(cfg.emb_dim))
+        x = add_positions(x, self.positions(x.shape[1]))
+        if cfg.embed_layer_norm:
+            x = LayerNorm(epsilon=1e-5, name="layer_norm")(x)
+        x = Dropout(cfg.dropout_rate, name="Dropout_0")(x, deterministic=deterministic)
+        x = jnp.where(mask[..., None], x, 0.0).astype(cfg.dtype)
         return x, mask
+
+    def positions(self, n: int):
+        """[n, dim] added to the embedded tokens (which official_sinusoidal first scales)."""
+        cfg = self.config
+        if cfg.positions == "learned":
+            table = self.param("positions", embed_init(cfg.init, cfg.emb_dim),
+                               (cfg.num_positions, cfg.emb_dim))
+            return table[:n]
+        if official_sinusoidal(cfg):
+            return fairseq_sinusoidal_positions(n, cfg.emb_dim, FAIRSEQ_POSITION_OFFSET)
+        return sinusoidal_positions(cfg.num_positions, cfg.emb_dim)[:n]

@@ -1,0 +1,24 @@
+"""python -m luna_lra.benchmark kernels|model|step|gpu ... (see luna_lra/benchmark/__init__.py)."""
+
+from __future__ import annotations
+
+import argparse
+
+from luna_lra import benchmark
+
+
+def main(argv=None):
+    from luna_lra.benchmark import gpu, kernels, model, step
+
+    parser = argparse.ArgumentParser(prog="python -m luna_lra.benchmark",
+                                     description=benchmark.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (kernels, model, step, gpu):
+        module.add_parser(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    main()
