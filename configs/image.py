@@ -17,12 +17,15 @@ DATA = dict(task="image", data_dir="data/image", max_length=1024, batch_size=256
             eval_batch_size=256, source="auto", zero_is_padding=False, split_seed=0,
             max_train_examples=0, max_eval_examples=0)
 
-# fairseq-apollo examples/luna/README.lra.md (cifar10): luna_lra_cifar10 in the later
-# fairseq/models/lra/model.py: 3 layers, 256/512, 8 heads, classifier 512, dropout 0.3
-# (attention 0.1), no bert init; Adam(0.9, 0.98) lr 0.005, no weight decay, batch 256,
-# inverse_sqrt with 4000 warm-up updates from 1e-7, 35,000 updates, validation every epoch.
+# fairseq-apollo at the 2021 release (6135e5b): examples/luna/README.lra.md (cifar10) on
+# luna_lra_cifar10 (fairseq/models/luna_lra/model.py): 1 layer, 64/128, 8 heads, classifier
+# 128, dropout 0.3 (attention 0.1), no bert init; Adam(0.9, 0.98) lr 0.005, no weight decay,
+# batch 256, inverse_sqrt with 4000 warm-up updates from 1e-7, 35,000 updates, validation every
+# epoch. (Commit 3bf8d4d, "cifar-transforer", Feb 2022, after the paper, made the shared
+# architecture 3 layers, 256/512, classifier 512.) Its max_positions of 1024 cuts the appended
+# eos and the last pixel; here every pixel is seen and no eos is added.
 LUNA = dict(
-    model=dict(num_layers=3, emb_dim=256, num_heads=8, mlp_dim=512, classifier_dim=512,
+    model=dict(num_layers=1, emb_dim=64, num_heads=8, mlp_dim=128, classifier_dim=128,
                dropout_rate=0.3, attention_dropout_rate=0.1),
     optim=dict(learning_rate=0.005, weight_decay=0.0, warmup_steps=4000),
     train=dict(num_steps=35000, eval_every=EPOCH, checkpoint_every=5 * EPOCH),

@@ -14,12 +14,14 @@ DATA = dict(task="listops", data_dir="data/listops", max_length=2000, batch_size
             generate_max_length=2000, generate_max_depth=10, generate_max_args=10,
             generate_seed=0)
 
-# fairseq-apollo examples/luna/README.lra.md (listops) on the luna_lra_listop architecture:
-# 1 layer (--encoder-layers 1), 512/2048, 8 heads, bert init, Adam(0.9, 0.98) lr 1e-4, weight
-# decay 1e-4, inverse_sqrt with 1000 warm-up updates from 1e-7, 5,000 updates, validation
-# every 20 updates (--save-interval-updates 20).
+# fairseq-apollo at the 2021 release (6135e5b): examples/luna/README.lra.md (listops) on
+# luna_lra_listop (fairseq/models/luna_lra/model.py): 1 layer (--encoder-layers 1), 512/2048, 8
+# heads, bert init, Adam(0.9, 0.98) lr 1e-4, weight decay 1e-4, inverse_sqrt with 1000 warm-up
+# updates from 1e-7, 5,000 updates, validation every 20 updates (--save-interval-updates 20);
+# inputs <CLS> x </s> (fairseq-preprocess appends the eos; binarizer.py append_eos=True).
 LUNA = dict(
-    model=dict(num_layers=1, tie_layer_weights=True, init="bert", classifier_dim=2048),
+    model=dict(num_layers=1, tie_layer_weights=True, init="bert", classifier_dim=2048,
+               append_eos=True),
     optim=dict(learning_rate=1e-4, weight_decay=1e-4, warmup_steps=1000),
     train=dict(num_steps=5000, eval_every=20, checkpoint_every=500),
 )

@@ -25,13 +25,15 @@ DATA = dict(task="pathfinder", data_dir="data/pathfinder32", resolution=32, leve
             generate_seed=0, generate_batch_size=1000, generate_workers=0,
             batch_size=512, eval_batch_size=512)
 
-# fairseq-apollo examples/luna/README.lra.md (pf32) on luna_lra_pf32: 1 layer, 128/128, 4
-# heads, embedding LayerNorm (encoder_normalize_before), no bert init, no CLS token, mean
-# pooling ('mp'), classifier 256, dropout 0.2 (attention 0.1); Adam(0.9, 0.98) lr 1e-3, no
-# weight decay, batch 512, inverse_sqrt with 4000 warm-up updates from 1e-7, 62,500 updates,
-# validation every epoch.
+# fairseq-apollo at the 2021 release (6135e5b): examples/luna/README.lra.md (pf32) on
+# luna_lra_pf32 (fairseq/models/luna_lra/model.py): 1 layer, 128/128, 4 heads, embedding
+# LayerNorm (set in the architecture), no bert init, mean pooling ('mp', over <CLS> x </s>),
+# classifier 256, dropout 0.2 (attention 0.1); Adam(0.9, 0.98) lr 1e-3, no weight decay,
+# inverse_sqrt with 4000 warm-up updates from 1e-7, 62,500 updates, validation every epoch.
+# Batch 512: the authors' correction of that README (d4a632a, April 2022; the release said
+# 256), which makes 62,500 updates LRA's 200 epochs of 160,000 images.
 LUNA = dict(
-    model=dict(num_layers=1, emb_dim=128, num_heads=4, mlp_dim=128, use_cls=False,
+    model=dict(num_layers=1, emb_dim=128, num_heads=4, mlp_dim=128, append_eos=True,
                pooling="mean", classifier_dim=256, dropout_rate=0.2,
                attention_dropout_rate=0.1),
     optim=dict(learning_rate=1e-3, weight_decay=0.0, warmup_steps=4000),

@@ -12,12 +12,14 @@ from luna_lra.defaults import recipe
 DATA = dict(task="retrieval", data_dir="data/retrieval", max_length=4000, batch_size=32,
             eval_batch_size=64, split_seed=0, max_train_examples=0, max_eval_examples=0)
 
-# fairseq-apollo examples/luna/README.lra.md (retrieval) on luna_lra_aan: 4 layers, 128/512, 4
-# heads, dropout 0.1 (the model default), no bert init, classifier on [u, v] (2 x 128 in) ->
-# 512; Adam(0.9, 0.98) lr 5e-4, weight decay 1e-4, batch 32, inverse_sqrt with 8000 warm-up
-# updates from 1e-7, 20,000 updates, validation every 2000 (--save-interval-updates).
+# fairseq-apollo at the 2021 release (6135e5b): examples/luna/README.lra.md (retrieval) on
+# luna_lra_aan (fairseq/models/luna_lra/model.py): 4 layers, 128/512, 4 heads, dropout 0.1 (the
+# model default), no bert init, classifier on the two documents (2 x 128 in) -> 512; Adam(0.9,
+# 0.98) lr 5e-4, weight decay 1e-4, batch 32, inverse_sqrt with 8000 warm-up updates from 1e-7,
+# 20,000 updates, validation every 2000 (--save-interval-updates); <CLS> x </s> per document.
 LUNA = dict(
-    model=dict(num_layers=4, emb_dim=128, num_heads=4, mlp_dim=512, classifier_dim=512),
+    model=dict(num_layers=4, emb_dim=128, num_heads=4, mlp_dim=512, classifier_dim=512,
+               append_eos=True),
     optim=dict(learning_rate=5e-4, weight_decay=1e-4, warmup_steps=8000),
     train=dict(num_steps=20000, eval_every=2000, checkpoint_every=1000),
 )

@@ -14,13 +14,14 @@ DATA = dict(task="text", data_dir="data/text", max_length=4000, batch_size=32,
             eval_batch_size=64, source="auto", val_from_train=0, split_seed=0,
             max_train_examples=0, max_eval_examples=0)
 
-# fairseq-apollo examples/luna/README.lra.md (text) on luna_lra_imdb: 4 layers, 256/1024, 4
-# heads, classifier 1024, dropout 0.3 (attention 0.3), bert init (apply_bert_init defaults to
-# True there), Adam(0.9, 0.98) lr 5e-5, weight decay 1e-4, batch 32, inverse_sqrt with 8000
-# warm-up updates from 1e-7, 20,000 updates, validation every 100 (--save-interval-updates).
+# fairseq-apollo at the 2021 release (6135e5b): examples/luna/README.lra.md (text) on
+# luna_lra_imdb (fairseq/models/luna_lra/model.py): 4 layers, 256/1024, 4 heads, classifier
+# 1024, dropout 0.3 (attention 0.3), bert init (apply_bert_init defaults to True there),
+# Adam(0.9, 0.98) lr 5e-5, weight decay 1e-4, batch 32, inverse_sqrt with 8000 warm-up updates
+# from 1e-7, 20,000 updates, validation every 100 (--save-interval-updates); <CLS> x </s>.
 LUNA = dict(
     model=dict(num_layers=4, emb_dim=256, num_heads=4, mlp_dim=1024, classifier_dim=1024,
-               dropout_rate=0.3, attention_dropout_rate=0.3, init="bert"),
+               dropout_rate=0.3, attention_dropout_rate=0.3, init="bert", append_eos=True),
     optim=dict(learning_rate=5e-5, weight_decay=1e-4, warmup_steps=8000),
     train=dict(num_steps=20000, eval_every=100, checkpoint_every=500),
 )

@@ -154,3 +154,13 @@ def test_cli_refuses_a_workdir_it_cannot_write(tmp_path):
     out = _cli("--config", "configs/listops.py:tiny", "--workdir", str(blocker / "w"))
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"--workdir {blocker / 'w'}: cannot write there" in out.stderr
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES)
+def test_luna_recipes_see_the_official_inputs(path):
+    """<CLS> x </s>, as fairseq-preprocess and the LRA task give them; Image's max_positions
+    cuts the eos away, so it has none."""
+    for variant in ("luna16", "luna256", "tiny"):
+        m = config_lib.load(f"{path}:{variant}").model
+        assert m.use_cls and m.append_eos == ("image" not in path), (path, variant)
+    assert not config_lib.load(f"{path}:transformer").model.append_eos

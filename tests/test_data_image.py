@@ -343,7 +343,8 @@ def _config(variant):
 
 def test_config_variants():
     c = _config("luna256")
-    assert (c.model.num_layers, c.model.emb_dim, c.model.mlp_dim, c.model.num_heads) == (3, 256, 512, 8)
+    assert (c.model.num_layers, c.model.emb_dim, c.model.mlp_dim, c.model.num_heads) == (1, 64, 128, 8)
+    assert c.model.classifier_dim == 128 and not c.model.append_eos
     assert (c.optim.learning_rate, c.optim.warmup_steps, c.train.num_steps) == (0.005, 4000, 35000)
     assert c.data.batch_size == 256 and c.data.zero_is_padding is False
     t = _config("transformer")

@@ -534,7 +534,8 @@ def test_configs():
     assert (c.data.resolution, c.data.max_length, c.model.proj_len) == (32, 1024, 256)
     m, o = c.model, c.optim
     assert (m.num_layers, m.emb_dim, m.mlp_dim, m.num_heads) == (1, 128, 128, 4)
-    assert (m.pooling, m.use_cls, m.classifier_dim, m.dropout_rate) == ("mean", False, 256, 0.2)
+    assert (m.pooling, m.use_cls, m.classifier_dim, m.dropout_rate) == ("mean", True, 256, 0.2)
+    assert m.append_eos and c.data.batch_size == 512 and c.train.eval_every == 313
     assert (o.learning_rate, o.schedule, o.warmup_steps, o.warmup_init_lr) == (
         1e-3, "inverse_sqrt", 4000, 1e-7)
     assert (o.b2, o.weight_decay, c.data.batch_size, c.train.num_steps) == (0.98, 0.0, 512, 62_500)

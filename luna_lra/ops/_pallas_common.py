@@ -149,6 +149,33 @@ def key_ok(mask_tile, shape):
 
 # ------------------------------------------------------------------------- the custom_vjp
 
+def entry_points(backend):
+    """(pack_attention, unpack_attention) of a backend module (pallas_gpu or pallas_tpu), which
+    provides make_plan, fwd, dq and dkdv."""
+    def pack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None,
+                       dropout_seed=None, interpret=False, block_q=None, block_k=None,
+                       num_splits=None):
+        """Pack: q = P side [batch, l, heads, head_dim]; k, v = X side [batch, n, heads,
+        head_dim]; key_mask [batch, n]. block_q/block_k/num_splits override the plan's
+        heuristics (tests, tuning); interpret: Pallas interpret mode (on TPU, True or a
+        pltpu.InterpretParams)."""
+        return attention(backend, "pack", q, k, v, key_mask, dropout_rate=dropout_rate,
+                         dropout_rng=dropout_rng, dropout_seed=dropout_seed, interpret=interpret,
+                         block_q=block_q, block_k=block_k, num_splits=num_splits)
+
+    def unpack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None,
+                         dropout_seed=None, interpret=False, block_q=None, block_k=None,
+                         num_splits=None):
+        """Unpack: q = X side [batch, n, heads, head_dim]; k, v = packed side [batch, l, heads,
+        head_dim]; key_mask [batch, l]. The whole key side is one block unless block_k says
+        less."""
+        return attention(backend, "unpack", q, k, v, key_mask, dropout_rate=dropout_rate,
+                         dropout_rng=dropout_rng, dropout_seed=dropout_seed, interpret=interpret,
+                         block_q=block_q, block_k=block_k, num_splits=num_splits)
+
+    return pack_attention, unpack_attention
+
+
 def attention(backend, kind, q, k, v, key_mask, *, dropout_rate, dropout_rng, dropout_seed,
               interpret, block_q, block_k, num_splits):
     """Shared front end of pallas_gpu / pallas_tpu: checks, seed, plan, custom_vjp call.

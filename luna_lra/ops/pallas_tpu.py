@@ -37,24 +37,9 @@ from luna_lra.ops import _pallas_common as common
 _TARGET_PROGRAMS = 2  # TensorCores per chip that "parallel" grid axes can be spread over
 
 
-def pack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, dropout_seed=None,
-                   interpret=False, block_q=None, block_k=None, num_splits=None):
-    """Pack: q = P side [batch, l, heads, head_dim]; k, v = X side [batch, n, heads, head_dim];
-    key_mask [batch, n]. interpret: True or a pltpu.InterpretParams runs the TPU interpreter."""
-    return common.attention(
-        _backend, "pack", q, k, v, key_mask, dropout_rate=dropout_rate, dropout_rng=dropout_rng,
-        dropout_seed=dropout_seed, interpret=interpret, block_q=block_q, block_k=block_k,
-        num_splits=num_splits)
-
-
-def unpack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, dropout_seed=None,
-                     interpret=False, block_q=None, block_k=None, num_splits=None):
-    """Unpack: q = X side [batch, n, heads, head_dim]; k, v = packed side [batch, l, heads,
-    head_dim]; key_mask [batch, l]. The whole key side is one block unless block_k says less."""
-    return common.attention(
-        _backend, "unpack", q, k, v, key_mask, dropout_rate=dropout_rate, dropout_rng=dropout_rng,
-        dropout_seed=dropout_seed, interpret=interpret, block_q=block_q, block_k=block_k,
-        num_splits=num_splits)
+# pack_attention(q, k, v, key_mask, *, dropout_rate, dropout_rng, dropout_seed, interpret,
+# block_q, block_k, num_splits) and unpack_attention(...): see _pallas_common.entry_points.
+pack_attention, unpack_attention = common.entry_points(sys.modules[__name__])
 
 
 def make_plan(kind, b, h, lq, lk, d, dtype, rate, interpret, *, block_q, block_k, num_splits):
@@ -293,6 +278,3 @@ def dkdv(plan, q, k, v, mask, seed, do, lse, delta):
         [pltpu.VMEM((bk, d), jnp.float32), pltpu.VMEM((bk, d), jnp.float32)],
     )(seed, *_prepare(q, k, v, mask, _bhld(do), lse, delta))
     return _from_parts(dk), _from_parts(dv)
-
-
-_backend = sys.modules[__name__]  # _pallas_common calls make_plan, fwd, dq, dkdv from here
