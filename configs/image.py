@@ -38,7 +38,7 @@ LUNA = dict(
 # linear_warmup(175) * cosine_decay (one cycle of 35,000 steps after the warm-up; here it ends
 # at step 35,000), evaluated every 175 steps.
 TRANSFORMER = dict(
-    model=dict(num_layers=1, emb_dim=128, num_heads=8, mlp_dim=128, classifier_dim=128,
+    model=dict(num_layers=1, emb_dim=128, qkv_dim=64, num_heads=8, mlp_dim=128, classifier_dim=128,
                dropout_rate=0.3, attention_dropout_rate=0.2, positions="learned"),
     optim=dict(learning_rate=0.0005, schedule="cosine", warmup_steps=175, end_lr=0.0,
                weight_decay=0.0),

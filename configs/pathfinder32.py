@@ -42,12 +42,13 @@ LUNA = dict(
 
 # LRA: lra_benchmarks/image/configs/pathfinder32/transformer_base.py on
 # base_pathfinder32_config.py: 4 layers, emb 32, qkv 16, mlp 32, 4 heads, dropout 0.2
-# (attention 0.1), mean pooling, classifier Dense(mlp_dim) + ReLU, fixed sinusoidal positions;
+# (attention 0.1), mean pooling (over every position: 'mean_all'), classifier Dense(mlp_dim) +
+# ReLU, fixed sinusoidal positions;
 # Adam(0.9, 0.98, eps 1e-9), no weight decay, no clipping, batch 512, lr 1e-3 *
 # linear_warmup(312) * cosine_decay over 200 epochs of 312 steps, evaluated every 312 steps.
 TRANSFORMER = dict(
-    model=dict(num_layers=4, emb_dim=32, num_heads=4, mlp_dim=32,
-               use_cls=False, pooling="mean", classifier_dim=32, dropout_rate=0.2,
+    model=dict(num_layers=4, emb_dim=32, qkv_dim=16, num_heads=4, mlp_dim=32,
+               use_cls=False, pooling="mean_all", classifier_dim=32, dropout_rate=0.2,
                attention_dropout_rate=0.1),
     optim=dict(learning_rate=1e-3, schedule="cosine", warmup_steps=312, end_lr=0.0,
                weight_decay=0.0),

@@ -29,10 +29,13 @@ LUNA = dict(
 # 0.98, eps 1e-9), weight decay 0.1, batch 32, 5,000 steps, 0.05 * linear_warmup(8000) *
 # rsqrt_decay (its peak 0.05 / sqrt(8000) is never reached in 5,000 steps), evaluated every
 # 100 steps. train.py passes no `interaction`, so the head sees [u, v]; it is Dense(512) +
-# ReLU, Dense(256) + ReLU, Dense(2) -- here two ReLU layers of 512 (one classifier width).
+# ReLU, Dense(256) + ReLU, Dense(2) (classifier_halving). The dual encoder builds its shared
+# TransformerEncoder with classifier=False: no CLS token, and pooling 'CLS' reads each
+# document's first byte (pooling='first').
 TRANSFORMER = dict(
     model=dict(num_layers=4, emb_dim=128, num_heads=4, mlp_dim=512,
-               classifier_dim=512, classifier_layers=2),
+               use_cls=False, pooling="first", classifier_dim=512, classifier_layers=2,
+               classifier_halving=True),
     optim=dict(learning_rate=0.05 / 8000**0.5, warmup_steps=8000, weight_decay=0.1),
     train=dict(num_steps=5000, eval_every=100, checkpoint_every=500),
 )

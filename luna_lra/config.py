@@ -141,9 +141,10 @@ def to_dict(config) -> dict:
 
 CHOICES = {
     "model.name": ("luna", "transformer"),
-    "model.init": ("official", "bert"),
+    "model.init": ("official", "bert", "lra"),
+    "model.gelu": ("exact", "tanh"),
     "model.positions": ("learned", "sinusoidal"),
-    "model.pooling": ("cls", "mean"),
+    "model.pooling": ("cls", "first", "mean", "mean_all"),
     "model.classifier_activation": ("relu", "gelu", "tanh"),
     "model.tower_combine": ("concat", "concat_mul_sub"),
     "model.dtype": ("float32", "bfloat16"),
@@ -201,23 +202,48 @@ def check_model(model) -> None:
         if field.startswith("model."):
             _check_choice(field, get(field[len("model."):]), allowed)
     _check_choice("model.attention_impl", get("attention_impl"), ATTENTION_IMPLS[get("name")])
-    d, h = get("emb_dim"), get("num_heads")
-    if isinstance(d, int) and isinstance(h, int) and h > 0 and d % h:
-        raise ConfigError(f"config field model.emb_dim={d}: must be a multiple of "
-                          f"model.num_heads={h}")
+    _check_number("model.qkv_dim", get("qkv_dim"), integer=True, low=0)
+    _check_number("model.layer_norm_epsilon", get("layer_norm_epsilon"), integer=False, low=0,
+                  strict=True)
+    _check_heads(get("emb_dim"), get("qkv_dim"), get("num_heads"))
     if get("pooling") == "cls" and not get("use_cls"):
         raise ConfigError("config field model.pooling='cls': needs model.use_cls=True "
-                          "(or model.pooling='mean')")
+                          "(or model.pooling='first', 'mean' or 'mean_all')")
     if get("name") == "transformer" and get("attention_impl") != "xla" \
             and get("attention_dropout_rate") > 0:
         raise ConfigError(f"config field model.attention_impl={get('attention_impl')!r}: "
                           "has no attention dropout; set model.attention_dropout_rate=0 or "
                           "use 'xla'")
-    if get("name") == "luna" and get("normalize_before") and get("embed_layer_norm"):
+    if get("name") == "luna":
+        _check_luna(get)
+    layers, width = get("classifier_layers"), get("classifier_dim")
+    if get("classifier_halving") and isinstance(layers, int) and isinstance(width, int) \
+            and layers > 1 and width >> (layers - 1) < 1:
+        raise ConfigError(f"config field model.classifier_halving=True: model.classifier_dim="
+                          f"{width} halved {layers - 1} times leaves no unit")
+
+
+def _check_heads(emb_dim, qkv_dim, heads) -> None:
+    """q/k/v (qkv_dim, else emb_dim) split evenly into heads."""
+    field, width = ("model.qkv_dim", qkv_dim) if qkv_dim else ("model.emb_dim", emb_dim)
+    if isinstance(width, int) and isinstance(heads, int) and heads > 0 and width % heads:
+        raise ConfigError(f"config field {field}={width}: must be a multiple of "
+                          f"model.num_heads={heads}")
+
+
+def _check_luna(get) -> None:
+    """Luna's own rules: the official code's options only."""
+    if get("normalize_before") and get("embed_layer_norm"):
         # LunaLRAEncoder: `assert not layernorm_embedding or not normalize_before`
         raise ConfigError("config fields model.normalize_before=True and "
                           "model.embed_layer_norm=True: the official Luna encoder forbids the "
                           "embedding LayerNorm with pre-LN; set model.embed_layer_norm=False")
+    if get("qkv_dim"):
+        raise ConfigError(f"config field model.qkv_dim={get('qkv_dim')}: Luna's q/k/v have "
+                          "the model width; set 0 (it is a transformer field)")
+    if get("init") == "lra":
+        raise ConfigError("config field model.init='lra': LRA's Transformer scheme; Luna "
+                          "keeps its official schemes ('official' or 'bert')")
 
 
 def _check_choice(field: str, value, allowed) -> None:

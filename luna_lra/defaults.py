@@ -27,6 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.name = "luna"  # "luna" | "transformer"
     c.model.emb_dim = 512
+    c.model.qkv_dim = 0  # transformer: width of q/k/v (LRA's qkv_dim); 0 = emb_dim
     c.model.num_layers = 6
     c.model.num_heads = 8
     c.model.mlp_dim = 2048
@@ -37,16 +38,20 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.dropout_rate = 0.1
     c.model.attention_dropout_rate = 0.1
     c.model.activation_dropout_rate = 0.0
-    c.model.init = "official"  # "official" (xavier etc.) | "bert" (normal(0, 0.02))
+    c.model.init = "official"  # "official" (xavier etc.) | "bert" (normal(0, 0.02)) | "lra" (transformer: LRA's Flax inits and biases)
+    c.model.gelu = "exact"  # "exact" (erf, PyTorch's F.gelu) | "tanh" (flax nn.gelu's default, as LRA)
+    c.model.layer_norm_epsilon = 1e-5  # PyTorch's default; LRA's flax LayerNorm uses 1e-6
     c.model.use_cls = True
     c.model.append_eos = False  # a learned eos after the last token (fairseq-preprocess appends </s>)
     c.model.embed_layer_norm = True
     c.model.positions = "learned"  # "learned" | "sinusoidal": fixed; Luna: LunaLRAEncoder's scaled path
-    c.model.pooling = "cls"  # "cls" | "mean"
+    c.model.pooling = "cls"  # "cls" | "first" (position 0, no CLS: LRA's dual encoder) | "mean" (over real tokens) | "mean_all" (every position, padding too: LRA's MEAN, Luna's mp)
     c.model.classifier_dim = 2048
     c.model.classifier_layers = 1
+    c.model.classifier_halving = False  # each further hidden layer half as wide (LRA's dual head: classifier_dim, classifier_dim // 2)
     c.model.classifier_activation = "relu"
     c.model.tower_combine = "concat"  # two-tower tasks: "concat" | "concat_mul_sub"
+    c.model.last_layer_cls_only = False  # CLS pooling: last layer computes X at CLS only, the row the head reads (same numbers, less work; off for scaling benchmarks)
     c.model.attention_impl = "xla"  # Luna: "xla" | "pallas" | "auto"; transformer: "xla" | "dot_product" | "cudnn"
     c.model.dtype = "float32"  # compute dtype: "float32" | "bfloat16"
 
@@ -78,10 +83,12 @@ VARIANTS = ("luna16", "luna128", "luna256", "transformer", "tiny")
 
 # What every LRA Transformer baseline shares (lra_benchmarks/models/transformer and the tasks'
 # train.py): fixed sinusoidal positions unless a config sets learn_pos_emb, no embedding
-# LayerNorm, dropout after the MLP's GELU at the model's dropout rate (MlpBlock), Adam(0.9,
+# LayerNorm, flax's inits (model.init='lra': no q/k/v/out biases), tanh GELU, LayerNorm
+# epsilon 1e-6, dropout after the MLP's GELU at the model's dropout rate (MlpBlock), Adam(0.9,
 # 0.98, eps 1e-9) with a warm-up from 0.
 LRA_TRANSFORMER = dict(
-    model=dict(name="transformer", positions="sinusoidal", embed_layer_norm=False),
+    model=dict(name="transformer", positions="sinusoidal", embed_layer_norm=False, init="lra",
+               gelu="tanh", layer_norm_epsilon=1e-6),
     optim=dict(b1=0.9, b2=0.98, eps=1e-9, warmup_init_lr=0.0),
 )
 

@@ -7,6 +7,12 @@ ported weights still load: tests/data/param_trees_6785641.json was written by
 model config and task it was built from with its tree, so test_param_tree.py rebuilds the same
 models today however the config files change. Models are built at their config's
 data.max_length (4,000 for Text, etc.); only shapes are computed (jax.eval_shape).
+
+Options that came after 6785641 (ADDED) are pinned by the tree that introduced them:
+
+    python tests/param_tree_check.py --add tests/data/param_trees_6785641.json
+
+adds the entries the file lacks and leaves the others as they are.
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ OPTIONS = {
     "mean_no_cls": {"pooling": "mean", "use_cls": False},
     "transformer_tied": {"name": "transformer", "tie_layer_weights": True},
 }
+# Each config's transformer variant once it had LRA's Transformer options (model.init="lra",
+# qkv_dim, tanh GELU, LayerNorm epsilon 1e-6, the task's pooling and head).
+ADDED = [f"{task}:transformer+lra"
+         for task in ("listops", "text", "retrieval", "image", "pathfinder32", "pathx")]
 
 
 def load_config(path: str, variant: str):
@@ -77,9 +87,26 @@ def all_trees(root: str = ".") -> dict:
     return out
 
 
+def add_trees(path: str, root: str = ".") -> list:
+    """Adds the ADDED entries `path` lacks, built by this luna_lra; returns their names."""
+    with open(path) as f:
+        trees = json.load(f)
+    new = [name for name in ADDED if name not in trees]
+    for name in new:
+        task, variant = name.split("+")[0].split(":")
+        trees[name] = entry(load_config(os.path.join(root, "configs", f"{task}.py"), variant))
+    with open(path, "w") as f:
+        json.dump(trees, f, indent=1, sort_keys=True)
+    return new
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] != ["--write"] or len(sys.argv) != 3:
-        raise SystemExit("usage: python - --write OUT.json < tests/param_tree_check.py")
-    with open(sys.argv[2], "w") as f:
-        json.dump(all_trees(), f, indent=1, sort_keys=True)
-    print(f"wrote {sys.argv[2]}")
+    if len(sys.argv) != 3 or sys.argv[1] not in ("--write", "--add"):
+        raise SystemExit("usage: python - --write OUT.json < tests/param_tree_check.py (at "
+                         "6785641), or python tests/param_tree_check.py --add FILE.json")
+    if sys.argv[1] == "--add":
+        print(f"added {add_trees(sys.argv[2])} to {sys.argv[2]}")
+    else:
+        with open(sys.argv[2], "w") as f:
+            json.dump(all_trees(), f, indent=1, sort_keys=True)
+        print(f"wrote {sys.argv[2]}")

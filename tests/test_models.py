@@ -51,6 +51,8 @@ def _init_apply(model, toks, train=False, rng=0):
     ("luna", {"proj_len": 64}),  # l larger than every sequence
     ("transformer", {}),
     ("transformer", {"positions": "sinusoidal", "tie_layer_weights": True}),
+    ("transformer", {"init": "lra", "qkv_dim": 8, "num_heads": 4, "gelu": "tanh",
+                     "layer_norm_epsilon": 1e-6, "embed_layer_norm": False}),
 ])
 def test_padding_never_changes_real_outputs(name, overrides):
     model = build_model(small_model_cfg(name, **overrides), TASK)
@@ -259,9 +261,34 @@ def test_layer_norm_and_gelu_match_flax_and_jax():
                     jax.tree.leaves(jax.grad(flax_ln, argnums=(0, 1))(x, params))):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     h = jnp.linspace(-8, 8, 2001)
-    np.testing.assert_allclose(layers.gelu(h), jax.nn.gelu(h, approximate=False), atol=2e-6)
-    np.testing.assert_allclose(jax.grad(lambda h: layers.gelu(h).sum())(h),
-                               jax.grad(lambda h: jax.nn.gelu(h, False).sum())(h), atol=2e-6)
+    for approximate in (False, True):  # exact erf (PyTorch) and tanh (flax nn.gelu's default)
+        np.testing.assert_allclose(layers.gelu(h, approximate),
+                                   jax.nn.gelu(h, approximate=approximate), atol=2e-6)
+        np.testing.assert_allclose(layers.gelu_grad(h, approximate), jax.grad(
+            lambda h: jax.nn.gelu(h, approximate).sum())(h), atol=2e-6)
+    assert float(jnp.max(jnp.abs(layers.gelu(h, True) - layers.gelu(h)))) > 1e-4  # they differ
+
+
+@pytest.mark.parametrize("approximate", [False, True])
+def test_feed_forward_matches_its_autodiff_with_dropout(approximate):
+    """layers.feed_forward's hand-written backward pass against autodiff of its formula."""
+    from luna_lra.models import layers
+
+    ks = jax.random.split(jax.random.key(2), 6)
+    x = jax.random.normal(ks[0], (3, 5, 8))
+    w1, w2 = jax.random.normal(ks[1], (8, 16)) * 0.3, jax.random.normal(ks[2], (16, 8)) * 0.3
+    b1, b2 = jax.random.normal(ks[3], (16,)), jax.random.normal(ks[4], (8,))
+    for keep, rate in ((None, 0.0), (jax.random.bernoulli(ks[5], 0.7, (3, 5, 16)), 0.3)):
+        def plain(x, w1, b1, w2, b2):
+            a = jax.nn.gelu(x @ w1 + b1, approximate=approximate)
+            a = a if keep is None else jnp.where(keep, a / (1 - rate), 0.0)
+            return jnp.sum(jnp.sin(a @ w2 + b2))
+        fused = lambda *p: jnp.sum(jnp.sin(layers.feed_forward(*p, keep, rate, approximate)))
+        args = (x, w1, b1, w2, b2)
+        np.testing.assert_allclose(fused(*args), plain(*args), rtol=1e-5)
+        for a, b in zip(jax.grad(fused, argnums=range(5))(*args),
+                        jax.grad(plain, argnums=range(5))(*args)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_bfloat16_compute_stays_near_float32():
@@ -343,3 +370,50 @@ def test_pre_ln_follows_the_official_rule():
     params, _ = _init_apply(model, _tokens([4], 6))
     assert "packed_embed_norm" not in params["encoder"] and "layer_norm" not in params["embed"]
     assert {"final_norm", "final_packed_norm"} <= set(params["encoder"])
+
+
+# ------------------------------------------------------------------ the CLS row of the last layer
+
+def _logits_all_rows(model, params, toks, train, rng):
+    """The classifier's logits with the encoder computing every position of its last layer."""
+    def full(m, t, k):
+        x, mask = m.embed(t, k, deterministic=not train)
+        out = m.encoder(x, mask, deterministic=not train)
+        return m.head(out[0][:, 0] if isinstance(out, tuple) else out[:, 0])
+    return model.apply({"params": params}, toks, toks != 0, method=full,
+                       rngs={"dropout": jax.random.key(rng)})
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("luna", {}),
+    ("luna", {"normalize_before": True, "embed_layer_norm": False, "tie_kv": True,
+              "activation_dropout_rate": 0.2}),
+    ("transformer", {"activation_dropout_rate": 0.2}),
+])
+def test_cls_pooling_computes_only_the_cls_row_but_the_same_numbers(name, overrides):
+    """model.last_layer_cls_only: the last layer computes X for position 0 only; logits and
+    gradients (training, dropout on: the same masks) equal those of the full computation."""
+    model = build_model(small_model_cfg(name, last_layer_cls_only=True, **overrides), TASK)
+    toks = _tokens([16, 9, 3], 16, seed=6)
+    params, _ = _init_apply(model, toks)
+    for train in (False, True):
+        def loss(p, fn):
+            return jnp.sum(jnp.sin(fn(p)))
+        pruned = lambda p: model.apply({"params": p}, toks, toks != 0, train=train,
+                                       rngs={"dropout": jax.random.key(3)})
+        full = lambda p: _logits_all_rows(model, p, toks, train, 3)
+        with jax.default_matmul_precision("highest"):
+            np.testing.assert_allclose(pruned(params), full(params), rtol=1e-5, atol=1e-6)
+            g1 = jax.grad(loss)(params, pruned)
+            g2 = jax.grad(loss)(params, full)
+        for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_dropout_mask_of_the_first_rows_is_that_of_the_whole():
+    from luna_lra.models import layers
+
+    rng = jax.random.fold_in(jax.random.key(4), 2)
+    for shape, rows in (((3, 11, 5), 1), ((2, 7, 4, 3), 4)):
+        np.testing.assert_array_equal(layers.bernoulli(rng, 0.8, shape, rows),
+                                      jax.random.bernoulli(rng, 0.8, shape)[:, :rows])

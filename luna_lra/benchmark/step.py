@@ -97,8 +97,9 @@ def to_markdown(meta: dict, rows: list) -> str:
     out = [f"# Luna training step on the CPU: this tree vs {meta['baseline_commit']}", "",
            f"- machine: {meta['machine']}; load average (1 min) {meta['load_start']:.2f} at "
            f"the start, {meta['load_end']:.2f} at the end",
-           f"- this tree: commit {meta['commit']}; baseline: {meta['baseline_tree']} at "
-           f"commit {meta['baseline_commit']}; jax {meta['jax_version']}",
+           f"- this tree: {_describe_commit(meta['commit'])}; baseline: "
+           f"{meta['baseline_tree']} at commit {meta['baseline_commit']}; jax "
+           f"{meta['jax_version']}",
            f"- command: `{meta['command']}`",
            f"- step: luna_lra.trainer.make_steps' train step (forward, backward, AdamW "
            f"update), jit-compiled; batch {s['batch']}, {s['n'] + 1} tokens ({s['n']} + CLS, "
@@ -124,6 +125,12 @@ def to_markdown(meta: dict, rows: list) -> str:
     out += ["", f"- [{'x' if bar else ' '}] issue 14's bar: at least 1.4x faster in every "
                 "setting", ""]
     return "\n".join(out)
+
+
+def _describe_commit(commit: str) -> str:
+    if commit.endswith("-dirty"):
+        return f"uncommitted changes on top of commit {commit[:-len('-dirty')]}"
+    return f"commit {commit}"
 
 
 def run_step(args) -> dict:

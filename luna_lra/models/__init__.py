@@ -35,7 +35,11 @@ class Classifier(nn.Module):
 
     def encode(self, inputs, mask, *, train: bool):
         x, mask = self.embed(inputs, mask, deterministic=not train)
-        out = self.encoder(x, mask, deterministic=not train)
+        # CLS pooling reads one position of the last layer: with last_layer_cls_only the
+        # encoder computes only that (the same logits and gradients)
+        cfg = self.config
+        rows = 1 if cfg.pooling in ("cls", "first") and cfg.last_layer_cls_only else None
+        out = self.encoder(x, mask, deterministic=not train, rows=rows)
         return pool(out[0] if isinstance(out, tuple) else out, mask, self.config.pooling)
 
     def __call__(self, inputs, mask, inputs2=None, mask2=None, *, train: bool = False):

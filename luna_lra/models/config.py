@@ -24,6 +24,7 @@ class ModelConfig:
     num_classes: int
     name: str
     emb_dim: int
+    qkv_dim: int
     num_layers: int
     num_heads: int
     mlp_dim: int
@@ -35,6 +36,8 @@ class ModelConfig:
     attention_dropout_rate: float
     activation_dropout_rate: float
     init: str
+    gelu: str
+    layer_norm_epsilon: float
     use_cls: bool
     append_eos: bool
     embed_layer_norm: bool
@@ -42,16 +45,23 @@ class ModelConfig:
     pooling: str
     classifier_dim: int
     classifier_layers: int
+    classifier_halving: bool
     classifier_activation: str
     tower_combine: str
+    last_layer_cls_only: bool
     attention_impl: str
     dtype: Any
     # Pallas kernels in interpret mode (CPU rehearsals of GPU runs); not a c.model field
     interpret: bool = False
 
     @property
+    def attention_dim(self) -> int:
+        """Width of q, k and v (all heads): qkv_dim, or emb_dim when it is 0."""
+        return self.qkv_dim or self.emb_dim
+
+    @property
     def head_dim(self) -> int:
-        return self.emb_dim // self.num_heads
+        return self.attention_dim // self.num_heads
 
     @property
     def num_positions(self) -> int:

@@ -19,29 +19,63 @@ TORCH_LINEAR_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "unifo
 ATTENTION_PROJ_INIT = nn.initializers.variance_scaling(0.5, "fan_avg", "uniform")
 ATTENTION_OUT_INIT = nn.initializers.xavier_uniform()
 BERT_INIT = nn.initializers.normal(0.02)  # fairseq's init_bert_params
+ZEROS = nn.initializers.zeros_init()
+# model.init="lra", LRA's Flax Transformer (lra_benchmarks/models/transformer/transformer.py,
+# models/layers/common_layers.py): xavier-uniform q/k/v/out kernels without biases, MlpBlock
+# kernels xavier-uniform with normal(1e-6) biases, the classifier head at flax nn.Dense's
+# defaults (lecun_normal kernels, zero biases, the logits layer with its bias), tokens
+# normal(1.0), CLS zeros, learned positions normal(0.02).
+LRA_DENSE = {"proj": (nn.initializers.xavier_uniform(), None),
+             "out": (nn.initializers.xavier_uniform(), None),
+             "ffn": (nn.initializers.xavier_uniform(), nn.initializers.normal(1e-6)),
+             "head": (nn.initializers.lecun_normal(), ZEROS)}
 # fairseq's padding index: its positions count from padding_idx + 1
 FAIRSEQ_POSITION_OFFSET = 2
 
 
 def dense_init(init: str, kind: str):
-    """Kernel initialiser for a dense layer of `kind` ('proj', 'out', 'ffn') under `init`."""
+    """Kernel initialiser for a dense layer of `kind` ('proj', 'out', 'ffn', 'head': the
+    classifier) under the scheme `init`."""
+    if init == "lra":
+        return LRA_DENSE[kind][0]
     if init == "bert":
         return BERT_INIT
-    return {"proj": ATTENTION_PROJ_INIT, "out": ATTENTION_OUT_INIT, "ffn": TORCH_LINEAR_INIT}[kind]
+    return {"proj": ATTENTION_PROJ_INIT, "out": ATTENTION_OUT_INIT, "ffn": TORCH_LINEAR_INIT,
+            "head": TORCH_LINEAR_INIT}[kind]
+
+
+def bias_init(init: str, kind: str):
+    """Bias initialiser for a dense layer of `kind` under `init`; None: the layer has no bias.
+    The classifier's logits layer is kind 'logits': biased under 'lra' only."""
+    if init == "lra":
+        return ZEROS if kind == "logits" else LRA_DENSE[kind][1]
+    return None if kind == "logits" else ZEROS
 
 
 def embed_init(init: str, dim: int):
-    return BERT_INIT if init == "bert" else nn.initializers.normal(dim**-0.5)
+    """Token (and eos) embeddings."""
+    return {"bert": BERT_INIT, "lra": nn.initializers.normal(1.0)}.get(
+        init, nn.initializers.normal(dim**-0.5))
+
+
+def cls_init(init: str, dim: int):
+    return ZEROS if init == "lra" else embed_init(init, dim)
+
+
+def position_init(init: str, dim: int):
+    """Learned positions."""
+    return nn.initializers.normal(0.02) if init == "lra" else embed_init(init, dim)
 
 
 def sinusoidal_positions(length: int, dim: int):
-    """LRA's fixed table [length, dim]: sin on even, cos on odd features, positions from 0
-    (the Transformer baseline's, as LRA's Flax models)."""
-    pos = jnp.arange(length, dtype=jnp.float32)[:, None]
-    freq = jnp.exp(jnp.arange(0, dim, 2, dtype=jnp.float32) * (-jnp.log(10000.0) / dim))
-    table = jnp.zeros((length, dim), jnp.float32)
-    table = table.at[:, 0::2].set(jnp.sin(pos * freq))
-    return table.at[:, 1::2].set(jnp.cos(pos * freq[: dim // 2]))
+    """LRA's fixed table [length, dim] (common_layers.sinusoidal_init): sin on even, cos on odd
+    features, positions from 0; computed in float64 as LRA's numpy code does, then float32."""
+    pos = np.arange(length, dtype=np.float64)[:, None]
+    freq = np.exp(np.arange(0, dim, 2, dtype=np.float64) * (-np.log(10000.0) / dim))
+    table = np.zeros((length, dim), np.float32)
+    table[:, 0::2] = np.sin(pos * freq)
+    table[:, 1::2] = np.cos(pos * freq[: dim // 2])
+    return jnp.asarray(table)
 
 
 def fairseq_sinusoidal_positions(length: int, dim: int, offset: int = 0):
@@ -89,7 +123,7 @@ class Embed(nn.Module):
         x = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=e_init, name="tokens")(tokens)
         b = x.shape[0]
         if cfg.use_cls:
-            cls = self.param("cls", e_init, (1, 1, cfg.emb_dim))
+            cls = self.param("cls", cls_init(cfg.init, cfg.emb_dim), (1, 1, cfg.emb_dim))
             x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, cfg.emb_dim)), x], axis=1)
             mask = jnp.concatenate([jnp.ones((b, 1), bool), mask], axis=1)
         if cfg.append_eos:
@@ -103,7 +137,7 @@ class Embed(nn.Module):
             x = x * np.float32(math.sqrt(cfg.emb_dim))
         x = add_positions(x, self.positions(x.shape[1]))
         if cfg.embed_layer_norm:
-            x = LayerNorm(epsilon=1e-5, name="layer_norm")(x)
+            x = LayerNorm(epsilon=cfg.layer_norm_epsilon, name="layer_norm")(x)
         x = Dropout(cfg.dropout_rate, name="Dropout_0")(x, deterministic=deterministic)
         x = jnp.where(mask[..., None], x, 0.0).astype(cfg.dtype)
         return x, mask
@@ -112,7 +146,7 @@ class Embed(nn.Module):
         """[n, dim] added to the embedded tokens (which official_sinusoidal first scales)."""
         cfg = self.config
         if cfg.positions == "learned":
-            table = self.param("positions", embed_init(cfg.init, cfg.emb_dim),
+            table = self.param("positions", position_init(cfg.init, cfg.emb_dim),
                                (cfg.num_positions, cfg.emb_dim))
             return table[:n]
         if official_sinusoidal(cfg):

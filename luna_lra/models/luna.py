@@ -23,6 +23,14 @@ from luna_lra.models.layers import Dense, DenseKernel, Dropout, LayerNorm, fused
 from luna_lra.models.transformer import FeedForward
 
 
+def first_rows(t, batch: int, rows: int | None):
+    """t [batch * n, ...] -> its first `rows` positions of each example, [batch * rows, ...]
+    (all of t for rows=None)."""
+    if rows is None:
+        return t
+    return t.reshape((batch, -1) + t.shape[1:])[:, :rows].reshape((batch * rows,) + t.shape[1:])
+
+
 class LunaAttention(nn.Module):
     """Pack then unpack, with the official projections:
 
@@ -33,17 +41,22 @@ class LunaAttention(nn.Module):
     Y_p is returned as it comes out of the attention: no projection, no activation.
     The projections that read X run as one matmul, and so do the two that read Y_p (each
     keeps its own nn.Dense parameters).
+
+    x: [batch * n, dim] (the X stream is kept 2-D: one layout for every consumer, where
+    [batch, n, dim] views of the same value made XLA write it twice); p: [batch, l, dim].
+    rows: unpack (and so Y_x) only for the first `rows` positions of each example, all of X
+    still packed. Returns (Y_x [batch * rows, dim], Y_p [batch, l, dim]).
     """
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, p, x_mask, p_mask, *, deterministic: bool):
+    def __call__(self, x, p, x_mask, p_mask, *, deterministic: bool, rows=None):
         cfg = self.config
-        b, n, d = x.shape
+        (b, n), d = x_mask.shape, x.shape[-1]
         l = p.shape[1]
         kernel = lambda name: DenseKernel(d, dense_init(cfg.init, "proj"), name=name)(d)
-        heads = lambda t: t.reshape(t.shape[0], t.shape[1], cfg.num_heads, cfg.head_dim)
+        heads = lambda t: t.reshape(b, t.size // (b * d), cfg.num_heads, cfg.head_dim)
         use_dropout = not deterministic and cfg.attention_dropout_rate > 0.0
         rate = cfg.attention_dropout_rate if use_dropout else 0.0
         attend = lambda op, q, k, v, mask: op(
@@ -55,13 +68,12 @@ class LunaAttention(nn.Module):
         if cfg.tie_kv:
             pack_kv, unpack_q = kernel("pack_context"), kernel("unpack_query")
             (pq,) = fused_dense(p, [kernel("pack_query")], cfg.dtype)
-            pk, uq = fused_dense(x, [pack_kv, unpack_q], cfg.dtype)
+            (pk,), uq = self.project_x(x, [pack_kv], unpack_q, b, rows)
             pv = pk
         else:
             pack_k, pack_v, pack_q = kernel("pack_key"), kernel("pack_value"), kernel("pack_query")
             (pq,) = fused_dense(p, [pack_q], cfg.dtype)
-            unpack_q = kernel("unpack_query")
-            pk, pv, uq = fused_dense(x, [pack_k, pack_v, unpack_q], cfg.dtype)
+            (pk, pv), uq = self.project_x(x, [pack_k, pack_v], kernel("unpack_query"), b, rows)
         packed = attend(ops.pack_attention, pq, pk, pv, x_mask).reshape(b, l, d)
 
         if cfg.tie_kv:
@@ -69,42 +81,60 @@ class LunaAttention(nn.Module):
             uv = uk
         else:
             uk, uv = fused_dense(packed, [kernel("unpack_key"), kernel("unpack_value")], cfg.dtype)
-        y = attend(ops.unpack_attention, uq, uk, uv, p_mask).reshape(b, n, d)
+        y = attend(ops.unpack_attention, uq, uk, uv, p_mask).reshape(uq.shape)
         y = Dense(d, kernel_init=dense_init(cfg.init, "out"), dtype=cfg.dtype, name="out")(y)
         return y, packed
+
+    def project_x(self, x, pack_kernels, unpack_query, batch, rows):
+        """The pack keys/values of all of X and the unpack queries of its first `rows`: one
+        matmul when those are all rows."""
+        dtype = self.config.dtype
+        if rows is None:
+            *kv, q = fused_dense(x, pack_kernels + [unpack_query], dtype)
+            return kv, q
+        (q,) = fused_dense(first_rows(x, batch, rows), [unpack_query], dtype)
+        return fused_dense(x, pack_kernels, dtype), q
 
 
 class LunaLayer(nn.Module):
     """LunaSentenceEncoderLayer. Post-LN by default (the official LRA setting):
     X: x = LN(x + drop(Y_x)); x = LN(x + drop(FFN(x)))
     P: p = LN_p(p + drop(Y_p))   (no feed-forward on the P stream)
+
+    x [batch * n, dim] (see LunaAttention), p [batch, l, dim]. With `rows`, the X stream
+    comes out for the first `rows` positions of each example only, [batch * rows, dim]; its
+    dropout masks are those of the full stream at those positions.
     """
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, p, x_mask, p_mask, *, deterministic: bool):
+    def __call__(self, x, p, x_mask, p_mask, *, deterministic: bool, rows=None):
         cfg = self.config
+        b, n = x_mask.shape
         pre_ln = cfg.normalize_before
-        drop = lambda name, t: Dropout(cfg.dropout_rate, name=name)(
-            t, deterministic=deterministic)
-        norm_x = LayerNorm(epsilon=1e-5, name="attention_norm")
-        norm_p = LayerNorm(epsilon=1e-5, name="packed_norm")
-        norm_ffn = LayerNorm(epsilon=1e-5, name="ffn_norm")
+        drop = lambda name, t, full=None: Dropout(cfg.dropout_rate, name=name)(
+            t, deterministic=deterministic, full_shape=full)
+        full = None if rows is None else (b, n, x.shape[-1])  # the X stream's whole shape
+        norm_x = LayerNorm(epsilon=cfg.layer_norm_epsilon, name="attention_norm")
+        norm_p = LayerNorm(epsilon=cfg.layer_norm_epsilon, name="packed_norm")
+        norm_ffn = LayerNorm(epsilon=cfg.layer_norm_epsilon, name="ffn_norm")
 
-        x_res, p_res = x, p
+        x_res, p_res = first_rows(x, b, rows), p
         if pre_ln:
             x, p = norm_x(x), norm_p(p)
         y, packed = LunaAttention(cfg, name="attention")(
-            x, p, x_mask, p_mask, deterministic=deterministic)
-        x, p = x_res + drop("Dropout_0", y), p_res + drop("Dropout_1", packed)
+            x, p, x_mask, p_mask, deterministic=deterministic, rows=rows)
+        x, p = x_res + drop("Dropout_0", y, full), p_res + drop("Dropout_1", packed)
         if not pre_ln:
             x, p = norm_x(x), norm_p(p)
 
         x_res = x
         if pre_ln:
             x = norm_ffn(x)
-        x = x_res + drop("Dropout_2", FeedForward(cfg, name="ffn")(x, deterministic=deterministic))
+        ffn = FeedForward(cfg, name="ffn")(x, deterministic=deterministic,
+                                           full_rows=None if rows is None else (b, n))
+        x = x_res + drop("Dropout_2", ffn, full)
         if not pre_ln:
             x = norm_ffn(x)
         return x, p
@@ -112,7 +142,9 @@ class LunaLayer(nn.Module):
 
 class LunaEncoder(nn.Module):
     """LunaLRAEncoder after the token embedding: x [batch, n, dim] (embedded), mask [batch, n]
-    -> (x [batch, n, dim], p [batch, l_eff, dim], p_mask [batch, l_eff]).
+    -> (x [batch, n, dim], p [batch, l_eff, dim], p_mask [batch, l_eff]). With `rows`, the
+    last layer computes X only for the first `rows` positions of each example (x [batch,
+    rows, dim]): what CLS pooling reads; the rows it skips are never used.
 
     The initial P is learned, [proj_len, dim] ~ normal(0, dim**-0.5); with the embedding
     LayerNorm on (which the official code forbids with pre-LN) it gets its own LayerNorm; then
@@ -125,7 +157,7 @@ class LunaEncoder(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, mask, *, deterministic: bool):
+    def __call__(self, x, mask, *, deterministic: bool, rows=None):
         cfg = self.config
         b, n, d = x.shape
         l_eff = min(cfg.proj_len, n)
@@ -133,7 +165,7 @@ class LunaEncoder(nn.Module):
         if official_sinusoidal(cfg):
             p = p * np.float32(math.sqrt(d)) + fairseq_sinusoidal_positions(l_eff, d)
         if cfg.embed_layer_norm:
-            p = LayerNorm(epsilon=1e-5, name="packed_embed_norm")(p)
+            p = LayerNorm(epsilon=cfg.layer_norm_epsilon, name="packed_embed_norm")(p)
         p = jnp.broadcast_to(p[None], (b, l_eff, d))
         p = Dropout(cfg.dropout_rate, name="Dropout_0")(p, deterministic=deterministic)
         lengths = jnp.sum(mask, axis=1)
@@ -142,9 +174,13 @@ class LunaEncoder(nn.Module):
 
         layers = [LunaLayer(cfg, name=f"layer_{i}")
                   for i in range(1 if cfg.tie_layer_weights else cfg.num_layers)]
+        x = x.reshape(b * n, d)
         for i in range(cfg.num_layers):
-            x, p = layers[i % len(layers)](x, p, mask, p_mask, deterministic=deterministic)
+            last = i == cfg.num_layers - 1
+            x, p = layers[i % len(layers)](x, p, mask, p_mask, deterministic=deterministic,
+                                           rows=rows if last else None)
+        x = x.reshape(b, -1, d)
         if cfg.normalize_before:
-            x = LayerNorm(epsilon=1e-5, name="final_norm")(x)
-            p = LayerNorm(epsilon=1e-5, name="final_packed_norm")(p)
+            x = LayerNorm(epsilon=cfg.layer_norm_epsilon, name="final_norm")(x)
+            p = LayerNorm(epsilon=cfg.layer_norm_epsilon, name="final_packed_norm")(p)
         return x, p, p_mask

@@ -8,23 +8,40 @@ import jax
 
 from luna_lra import ops
 from luna_lra.models.config import ModelConfig
-from luna_lra.models.embed import dense_init
-from luna_lra.models.layers import Dense, DenseKernel, Dropout, LayerNorm, fused_dense, gelu
+from luna_lra.models.embed import bias_init, dense_init
+from luna_lra.models.layers import (Dense, DenseKernel, Dropout, LayerNorm, feed_forward,
+                                    fused_dense)
 
 
 class FeedForward(nn.Module):
-    """Dense(mlp_dim) -> GELU (exact) -> activation dropout -> Dense(dim)."""
+    """Dense(mlp_dim) -> GELU (model.gelu: exact or tanh) -> activation dropout -> Dense(dim),
+    as one layers.feed_forward (same parameters as two nn.Dense named fc1 and fc2).
+
+    full_rows=(batch, n): x [batch * rows, dim] holds the first rows of each example of a
+    [batch * n, dim] stream; the activation dropout mask is that stream's there."""
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, *, deterministic: bool):
+    def __call__(self, x, *, deterministic: bool, full_rows=None):
         cfg = self.config
-        init = dense_init(cfg.init, "ffn")
-        h = Dense(cfg.mlp_dim, kernel_init=init, dtype=cfg.dtype, name="fc1")(x)
-        h = Dropout(cfg.activation_dropout_rate, name="Dropout_0")(
-            gelu(h), deterministic=deterministic)
-        return Dense(x.shape[-1], kernel_init=init, dtype=cfg.dtype, name="fc2")(h)
+        init, b_init = dense_init(cfg.init, "ffn"), bias_init(cfg.init, "ffn")
+        d = x.shape[-1]
+        w1, b1 = DenseKernel(cfg.mlp_dim, init, b_init, name="fc1")(d)
+        w2, b2 = DenseKernel(d, init, b_init, name="fc2")(cfg.mlp_dim)
+        rate = cfg.activation_dropout_rate
+        keep = None
+        if not deterministic and rate > 0.0:
+            drop = Dropout(rate, name="Dropout_0")
+            hidden = x.shape[:-1] + (cfg.mlp_dim,)
+            if full_rows is None:
+                keep = drop.keep_mask(hidden)
+            else:
+                rows = x.size // (full_rows[0] * d)
+                keep = drop.keep_mask(full_rows + (cfg.mlp_dim,), rows).reshape(hidden)
+        cast = lambda t: t.astype(cfg.dtype)
+        return feed_forward(cast(x), cast(w1), cast(b1), cast(w2), cast(b2), keep, rate,
+                            cfg.gelu == "tanh")
 
 
 def self_attention(q, k, v, mask, *, impl: str, dropout_rate: float, dropout_rng):
@@ -45,41 +62,66 @@ def self_attention(q, k, v, mask, *, impl: str, dropout_rate: float, dropout_rng
 
 
 class TransformerLayer(nn.Module):
-    """Pre-LN: x + Attn(LN(x)), then x + FFN(LN(x))."""
+    """Pre-LN: x + Attn(LN(x)), then x + FFN(LN(x)). q, k and v are model.qkv_dim wide (the
+    model width when 0), split into heads; the output projection maps them back to the model
+    width (flax's SelfAttention(qkv_features=...), as LRA). x [batch, n, dim]; with `rows`,
+    only the first `rows` positions come out (queries from those, keys and values from all),
+    with the full stream's dropout masks there."""
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, mask, *, deterministic: bool):
+    def __call__(self, x, mask, *, deterministic: bool, rows=None):
         cfg = self.config
         b, n, d = x.shape
-        y = LayerNorm(epsilon=1e-5, name="attention_norm")(x)
-        kernels = [DenseKernel(d, dense_init(cfg.init, "proj"), name=name)(d)
-                   for name in ("query", "key", "value")]
-        q, k, v = (t.reshape(b, n, cfg.num_heads, cfg.head_dim)
-                   for t in fused_dense(y, kernels, cfg.dtype))
+        r = n if rows is None else rows
+        full = None if rows is None else (b, n, d)
+        y = LayerNorm(epsilon=cfg.layer_norm_epsilon, name="attention_norm")(x)
+        y = self.attention(y, mask, deterministic, rows)
+        drop = lambda name, t: Dropout(cfg.dropout_rate, name=name)(
+            t, deterministic=deterministic, full_shape=full)
+        x = x[:, :r] + drop("Dropout_0", y)
+        y = LayerNorm(epsilon=cfg.layer_norm_epsilon, name="ffn_norm")(x)
+        y = FeedForward(cfg, name="ffn")(y, deterministic=deterministic,
+                                         full_rows=None if rows is None else (b, n))
+        return x + drop("Dropout_1", y)
+
+    def attention(self, y, mask, deterministic, rows):
+        """Multi-head self-attention of y [batch, n, dim] -> [batch, rows or n, dim]."""
+        cfg = self.config
+        b, n, d = y.shape
+        kernel = lambda name: DenseKernel(cfg.attention_dim, dense_init(cfg.init, "proj"),
+                                          bias_init(cfg.init, "proj"), name=name)(d)
+        query, key, value = kernel("query"), kernel("key"), kernel("value")
+        if rows is None:
+            q, k, v = fused_dense(y, [query, key, value], cfg.dtype)
+        else:
+            (q,), (k, v) = (fused_dense(y[:, :rows], [query], cfg.dtype),
+                            fused_dense(y, [key, value], cfg.dtype))
+        heads = lambda t: t.reshape(b, -1, cfg.num_heads, cfg.head_dim)
         use_dropout = not deterministic and cfg.attention_dropout_rate > 0.0
-        y = self_attention(q, k, v, mask, impl=cfg.attention_impl,
-                           dropout_rate=cfg.attention_dropout_rate if use_dropout else 0.0,
-                           dropout_rng=self.make_rng("dropout") if use_dropout else None)
-        y = Dense(d, kernel_init=dense_init(cfg.init, "out"), dtype=cfg.dtype, name="out")(
-            y.reshape(b, n, d))
-        x = x + Dropout(cfg.dropout_rate, name="Dropout_0")(y, deterministic=deterministic)
-        y = LayerNorm(epsilon=1e-5, name="ffn_norm")(x)
-        y = FeedForward(cfg, name="ffn")(y, deterministic=deterministic)
-        return x + Dropout(cfg.dropout_rate, name="Dropout_1")(y, deterministic=deterministic)
+        out = self_attention(heads(q), heads(k), heads(v), mask, impl=cfg.attention_impl,
+                             dropout_rate=cfg.attention_dropout_rate if use_dropout else 0.0,
+                             dropout_rng=self.make_rng("dropout") if use_dropout else None)
+        return Dense(d, kernel_init=dense_init(cfg.init, "out"), dtype=cfg.dtype,
+                     bias_init=bias_init(cfg.init, "out"), name="out")(
+                         out.reshape(b, -1, cfg.attention_dim))
 
 
 class TransformerEncoder(nn.Module):
-    """x [batch, n, dim] (embedded), mask [batch, n] -> [batch, n, dim]."""
+    """x [batch, n, dim] (embedded), mask [batch, n] -> [batch, n, dim]; with `rows`, the last
+    layer computes only the first `rows` positions ([batch, rows, dim]), what CLS pooling
+    reads."""
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, mask, *, deterministic: bool):
+    def __call__(self, x, mask, *, deterministic: bool, rows=None):
         cfg = self.config
         layers = [TransformerLayer(cfg, name=f"layer_{i}")
                   for i in range(1 if cfg.tie_layer_weights else cfg.num_layers)]
         for i in range(cfg.num_layers):
-            x = layers[i % len(layers)](x, mask, deterministic=deterministic)
-        return LayerNorm(epsilon=1e-5, name="final_norm")(x)
+            last = i == cfg.num_layers - 1
+            x = layers[i % len(layers)](x, mask, deterministic=deterministic,
+                                        rows=rows if last else None)
+        return LayerNorm(epsilon=cfg.layer_norm_epsilon, name="final_norm")(x)
