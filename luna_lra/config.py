@@ -266,10 +266,12 @@ def _check_number(field, value, *, integer, low, below=None, strict=False) -> No
 
 # Fields that do not change what a run computes: where files live, how often it logs or
 # saves, how evaluation is batched (every example counts once), which implementation runs the
-# same attention math, and labels. Everything else is the run's identity.
+# same attention math, whether the last layer skips rows no head reads, and labels. Everything
+# else is the run's identity.
 BOOKKEEPING = frozenset({
     "config_file", "name", "data.data_dir", "data.eval_batch_size", "data.decode_workers",
     "data.generate_workers", "data.generate_show_progress", "model.attention_impl",
+    "model.last_layer_cls_only",
     "train.results_dir", "train.progress_bar", "train.log_every", "train.checkpoint_every",
     "train.keep_checkpoints",
 })

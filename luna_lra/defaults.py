@@ -51,7 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.classifier_halving = False  # each further hidden layer half as wide (LRA's dual head: classifier_dim, classifier_dim // 2)
     c.model.classifier_activation = "relu"
     c.model.tower_combine = "concat"  # two-tower tasks: "concat" | "concat_mul_sub"
-    c.model.last_layer_cls_only = False  # CLS pooling: last layer computes X at CLS only, the row the head reads (same numbers, less work; off for scaling benchmarks)
+    c.model.last_layer_cls_only = True  # pooling cls/first: the last layer computes X at position 0 only, the row the head reads (the same logits and gradients, less work)
     c.model.attention_impl = "xla"  # Luna: "xla" | "pallas" | "auto"; transformer: "xla" | "dot_product" | "cudnn"
     c.model.dtype = "float32"  # compute dtype: "float32" | "bfloat16"
 

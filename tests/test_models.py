@@ -417,3 +417,28 @@ def test_dropout_mask_of_the_first_rows_is_that_of_the_whole():
     for shape, rows in (((3, 11, 5), 1), ((2, 7, 4, 3), 4)):
         np.testing.assert_array_equal(layers.bernoulli(rng, 0.8, shape, rows),
                                       jax.random.bernoulli(rng, 0.8, shape)[:, :rows])
+
+
+def test_cls_row_only_in_the_pallas_kernels():
+    """The unpack kernel with one query row (interpret mode) gives the full model's logits and
+    gradients, dropout on (the kernels' counter-hash mask has the same bits at row 0)."""
+    import dataclasses
+
+    from luna_lra.models import Classifier, ModelConfig
+
+    toks = _tokens([16, 9, 3], 16, seed=7)
+    results = []
+    for cls_only in (True, False):
+        cfg = small_model_cfg("luna", attention_impl="pallas", last_layer_cls_only=cls_only,
+                              dropout_rate=0.1, attention_dropout_rate=0.1)
+        model = Classifier(dataclasses.replace(ModelConfig.from_config(cfg, TASK),
+                                               interpret=True))
+        params = model.init(jax.random.key(0), toks, toks != 0)["params"]
+        loss = lambda p: jnp.sum(jnp.sin(model.apply(
+            {"params": p}, toks, toks != 0, train=True, rngs={"dropout": jax.random.key(5)})))
+        with jax.default_matmul_precision("highest"):
+            results.append(jax.value_and_grad(loss)(params))
+    (v1, g1), (v2, g2) = results
+    np.testing.assert_allclose(v1, v2, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

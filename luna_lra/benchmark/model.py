@@ -117,6 +117,7 @@ def model_config(variant: str, size: str = "text", dtype: str = "float32",
         setattr(c, key, value)
     c.classifier_layers, c.classifier_activation = 1, "relu"
     c.use_cls, c.pooling = True, "cls"
+    c.last_layer_cls_only = False  # every position of every layer, as the papers' models
     if proj_len:
         c.proj_len = proj_len
     c.attention_impl, c.dtype = impl, dtype

@@ -106,6 +106,10 @@ def to_markdown(meta: dict, rows: list) -> str:
            f"padding: example 0 full, the others up to n/8 shorter), emb {m['emb_dim']}, "
            f"{m['num_heads']} heads, FFN {m['mlp_dim']}, {m['num_layers']} layers, "
            f"Luna-{m['proj_len']}, {m['dtype']}, XLA attention",
+           "- model.last_layer_cls_only (the last layer computes the X stream at the CLS row "
+           "only, the one the head reads: the same logits and gradients): "
+           + ", ".join(f"{name} {w.get('last_layer_cls_only', False)}"
+                       for name, w in meta["workers"].items()),
            "- dropout-0.1: model.dropout_rate = model.attention_dropout_rate = 0.1 "
            "(activation dropout 0); no-dropout: all 0",
            f"- timing: {meta['rounds']} rounds of {meta['steps_per_round']} steps per tree "

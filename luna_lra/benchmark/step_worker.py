@@ -72,8 +72,12 @@ def commit() -> str:
 def main(spec: dict) -> None:
     import luna_lra
 
+    from luna_lra.defaults import base_config
+
+    # 6785641 has no such field: it computes every position of the last layer
+    cls_only = base_config().model.get("last_layer_cls_only", False)
     steps, info = {}, dict(tree=luna_lra.__file__, commit=commit(), jax=jax.__version__,
-                           settings={})
+                           last_layer_cls_only=cls_only, settings={})
     for name, dropout in spec["settings"].items():
         t0 = time.perf_counter()
         compiled, state, batch = build_step(spec, dropout)
