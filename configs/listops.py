@@ -4,7 +4,7 @@ Variants: luna16, luna128, luna256 (the official Luna LRA recipe), transformer (
 paper's softmax baseline), tiny (a CPU demo on generated short sequences).
 """
 
-from luna_lra.defaults import recipe
+from luna_lra.defaults import lra_rsqrt_optim, recipe
 
 # The files, or the generator's parameters when data_dir holds none and generate_if_missing
 # is set (those of the LRA generator: 96k/2k/2k examples of 500 to 2,000 tokens).
@@ -32,7 +32,7 @@ LUNA = dict(
 # from 0), evaluated every 50 steps.
 TRANSFORMER = dict(
     model=dict(num_layers=4, emb_dim=512, num_heads=8, mlp_dim=1024, classifier_dim=1024),
-    optim=dict(learning_rate=0.05 / 1000**0.5, warmup_steps=1000, weight_decay=0.1),
+    optim=lra_rsqrt_optim(1000),
     train=dict(num_steps=5000, eval_every=50, checkpoint_every=500),
 )
 

@@ -5,7 +5,7 @@ paper's softmax baseline), tiny (a CPU demo: short documents, small model, few s
 See luna_lra/data/retrieval.py for the data.
 """
 
-from luna_lra.defaults import recipe
+from luna_lra.defaults import lra_rsqrt_optim, recipe
 
 # data_dir holds tsv_data/ (or lra_release/tsv_data/); split_seed seeds the subsets;
 # max_*_examples: 0 = all, else a seeded random subset (quick runs).
@@ -36,7 +36,7 @@ TRANSFORMER = dict(
     model=dict(num_layers=4, emb_dim=128, num_heads=4, mlp_dim=512,
                use_cls=False, pooling="first", classifier_dim=512, classifier_layers=2,
                classifier_halving=True),
-    optim=dict(learning_rate=0.05 / 8000**0.5, warmup_steps=8000, weight_decay=0.1),
+    optim=lra_rsqrt_optim(8000),
     train=dict(num_steps=5000, eval_every=100, checkpoint_every=500),
 )
 

@@ -5,7 +5,7 @@ paper's softmax baseline), tiny (a CPU demo: short reviews, small model, few ste
 See luna_lra/data/text.py for the data (val == test by default, as LRA).
 """
 
-from luna_lra.defaults import recipe
+from luna_lra.defaults import lra_rsqrt_optim, recipe
 
 # source: "auto" | "tfds" (imdb_reviews, array_record) | "aclimdb" (tarball). val_from_train:
 # 0 validates on the test split, as LRA; k holds out k train reviews. split_seed seeds that
@@ -33,7 +33,7 @@ LUNA = dict(
 # max_length is 1,000; the task's 4,000 bytes of the LRA paper are kept here.)
 TRANSFORMER = dict(
     model=dict(num_layers=4, emb_dim=256, num_heads=4, mlp_dim=1024, classifier_dim=1024),
-    optim=dict(learning_rate=0.05 / 8000**0.5, warmup_steps=8000, weight_decay=0.1),
+    optim=lra_rsqrt_optim(8000),
     train=dict(num_steps=20000, eval_every=100, checkpoint_every=500),
 )
 

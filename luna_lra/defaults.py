@@ -93,6 +93,14 @@ LRA_TRANSFORMER = dict(
 )
 
 
+def lra_rsqrt_optim(warmup_steps: int) -> dict:
+    """The optimiser of LRA's ListOps, Text and Retrieval Transformers: learning rate 0.05 *
+    linear_warmup(warmup_steps) * rsqrt_decay, i.e. a peak of 0.05 / sqrt(warmup_steps) reached
+    from 0 and then inverse square-root decay; weight decay 0.1."""
+    return dict(learning_rate=0.05 / warmup_steps**0.5, warmup_steps=warmup_steps,
+                weight_decay=0.1)
+
+
 def recipe(config_file: str, variant: str, *, data: dict, luna: dict, transformer: dict,
            tiny: dict, name: str = "") -> ml_collections.ConfigDict:
     """base_config(), the task's `data` fields, then the variant's recipe:

@@ -13,6 +13,7 @@ import pytest
 from luna_lra.data import TaskInfo
 from luna_lra.defaults import base_config
 from luna_lra.models import build_model
+from test_models import _tokens  # tokens 1..19 (vocabulary 20, as TASK here), 0 = padding
 
 TASK = TaskInfo(name="toy", num_classes=3, vocab_size=20, max_length=12)
 LRA = dict(name="transformer", init="lra", gelu="tanh", layer_norm_epsilon=1e-6,
@@ -26,13 +27,6 @@ def lra_cfg(**overrides):
     for k, v in overrides.items():
         c[k] = v
     return c
-
-
-def _tokens(lengths, width, seed=0):
-    rng = np.random.default_rng(seed)
-    toks = rng.integers(1, TASK.vocab_size, size=(len(lengths), width))
-    toks[np.arange(width)[None, :] >= np.asarray(lengths)[:, None]] = 0
-    return jnp.asarray(toks, jnp.int32)
 
 
 def _init(model, toks):

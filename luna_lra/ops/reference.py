@@ -56,23 +56,27 @@ def attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, dropout_
 def pack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, dropout_seed=None):
     """Pack: q = P side [batch, l, heads, head_dim]; k, v = X side [batch, n, heads, head_dim];
     key_mask [batch, n]. Returns [batch, l, heads, head_dim]."""
-    _check_shapes(q, k, v, key_mask)
-    if not _block_diagonal_pays(q):
-        return attention(q, k, v, key_mask, dropout_rate=dropout_rate, dropout_rng=dropout_rng,
-                         dropout_seed=dropout_seed)
-    seed = _seed(dropout_rate, dropout_rng, dropout_seed)
-    return _pack_block_diagonal(q, k, v, key_mask, seed, float(dropout_rate))
+    return _block_diagonal_or_plain(_pack_block_diagonal, q, q, k, v, key_mask,
+                                    dropout_rate, dropout_rng, dropout_seed)
 
 
 def unpack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, dropout_seed=None):
     """Unpack: q = X side [batch, n, heads, head_dim]; k, v = packed side [batch, l, heads,
     head_dim]; key_mask [batch, l]. Returns [batch, n, heads, head_dim]."""
+    return _block_diagonal_or_plain(_unpack_block_diagonal, k, q, k, v, key_mask,
+                                    dropout_rate, dropout_rng, dropout_seed)
+
+
+def _block_diagonal_or_plain(block_diagonal, short, q, k, v, key_mask, dropout_rate,
+                             dropout_rng, dropout_seed):
+    """The block-diagonal form when the short side (pack's q, unpack's k) is small enough,
+    else the plain `attention`."""
     _check_shapes(q, k, v, key_mask)
-    if not _block_diagonal_pays(k):
+    if not _block_diagonal_pays(short):
         return attention(q, k, v, key_mask, dropout_rate=dropout_rate, dropout_rng=dropout_rng,
                          dropout_seed=dropout_seed)
     seed = _seed(dropout_rate, dropout_rng, dropout_seed)
-    return _unpack_block_diagonal(q, k, v, key_mask, seed, float(dropout_rate))
+    return block_diagonal(q, k, v, key_mask, seed, float(dropout_rate))
 
 
 # ----------------------------------------------------------------------------- shared pieces
