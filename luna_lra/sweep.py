@@ -252,15 +252,25 @@ TPU_NOTE = """\
 # Runs go one after another: start the next when the previous has finished."""
 
 GPU_NOTE = """\
-# Single GPU: run on the machine with the GPU, from the repository root (all local devices are
-# used; CUDA_VISIBLE_DEVICES=0 restricts a run to one)."""
+# GPU machines: run from the repository root (all local devices are used;
+# CUDA_VISIBLE_DEVICES=0 restricts a run to one). A run with hosts > 1 is one command per
+# host, started together: process 0 listens at --coordinator (host:port, reachable from the
+# others), and the workdir must be on a file system every host shares."""
 
 
 def launch_command(run: Mapping[str, Any], workdir: str, kind: str, *, tpu_name: str = "TPU_NAME",
-                   zone: str = "ZONE", repo_dir: str = "luna_lra") -> str:
+                   zone: str = "ZONE", repo_dir: str = "luna_lra",
+                   coordinator: str = "HOST0:8476") -> str:
+    """The shell command(s) that start `run`: one line, or for a GPU run with hosts > 1 one
+    line per host (`# host i of N` above each)."""
     inner = shlex.join(train_argv(run, workdir))
     if kind == "gpu":
-        return inner
+        hosts = run.get("hosts", 1)
+        if hosts == 1:
+            return inner
+        return "\n".join(f"# host {i} of {hosts}\n{inner} --coordinator_address="
+                         f"{shlex.quote(coordinator)} --num_processes={hosts} --process_id={i}"
+                         for i in range(hosts))
     if kind == "tpu":
         remote = f"cd {shlex.quote(repo_dir)} && {inner} --distributed=on"
         return shlex.join(["gcloud", "compute", "tpus", "tpu-vm", "ssh", tpu_name, "--zone", zone,
@@ -464,12 +474,15 @@ def _parser() -> argparse.ArgumentParser:
     per_run.add_argument("--cpus-per-run", type=float, metavar="K",
                          help="CPUs per trainer process of a CPU-only run (default elsewhere: 1)")
     parser.add_argument("--print-commands", choices=("tpu", "gpu"),
-                        help="print one launch command per run (for a TPU pod slice or one GPU) "
-                             "and exit")
+                        help="print the launch command of each run (a TPU pod slice, or GPU "
+                             "machines: one command per host) and exit")
     parser.add_argument("--tpu-name", default="TPU_NAME", help="for --print-commands tpu")
     parser.add_argument("--zone", default="ZONE", help="for --print-commands tpu")
     parser.add_argument("--repo-dir", default="luna_lra",
                         help="the repository's directory on the TPU workers (--print-commands tpu)")
+    parser.add_argument("--coordinator", default="HOST0:8476",
+                        help="host:port of process 0 of a multi-host GPU run (--print-commands "
+                             "gpu)")
     return parser
 
 
@@ -517,7 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(TPU_NOTE if args.print_commands == "tpu" else GPU_NOTE)
         for run in runs:
             print(launch_command(run, os.path.join(args.root, run["name"]), args.print_commands,
-                                 tpu_name=args.tpu_name, zone=args.zone, repo_dir=args.repo_dir))
+                                 tpu_name=args.tpu_name, zone=args.zone, repo_dir=args.repo_dir,
+                                 coordinator=args.coordinator))
         return 0
     if args.status:
         print_status(runs, args.root)

@@ -267,6 +267,22 @@ def test_print_commands_tpu(tmp_path, capsys):
     _check_train_argv(train[:-1], "/mnt/shared/lra", 1)
 
 
+
+def test_print_commands_gpu_multi_host_is_one_command_per_host(tmp_path, capsys):
+    three_hosts = QUOTED.replace('"train.results_dir": ""}', '"train.results_dir": ""}, hosts=3')
+    path = write_sweep(tmp_path, three_hosts)
+    assert sweep.main(["--sweep", path, "--root", "/shared/lra", "--print-commands", "gpu",
+                       "--only", "seed1", "--coordinator", "node-a:1234"]) == 0
+    out = capsys.readouterr().out
+    assert "# host 2 of 3" in out and "shared" in out
+    commands = _commands(out)
+    assert len(commands) == 3
+    for i, argv in enumerate(commands):
+        _check_train_argv(argv[:-3], "/shared/lra", 1)
+        assert argv[-3:] == ["--coordinator_address=node-a:1234", "--num_processes=3",
+                             f"--process_id={i}"]
+
+
 # ----------------------------------------------------------------------------- end to end
 
 TINY_E2E = """
