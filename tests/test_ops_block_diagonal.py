@@ -42,8 +42,8 @@ def test_matches_the_reference_with_gradients(case, rate):
     loss = lambda fn: lambda q, k, v: jnp.sum(jnp.sin(fn(q, k, v, mask, **kw)))
     with jax.default_matmul_precision("highest"):
         out, want = op(q, k, v, mask, **kw), reference.attention(q, k, v, mask, **kw)
-        grads = jax.grad(loss(op), argnums=(0, 1, 2))(q, k, v)
-        want_grads = jax.grad(loss(reference.attention), argnums=(0, 1, 2))(q, k, v)
+        grads = jax.jit(jax.grad(loss(op), argnums=(0, 1, 2)))(q, k, v)
+        want_grads = jax.jit(jax.grad(loss(reference.attention), argnums=(0, 1, 2)))(q, k, v)
     assert _rel(out, want) < 2e-6
     assert np.all(np.asarray(out[-1]) == 0.0)  # every key masked: zeros
     for g, w in zip(grads, want_grads):
