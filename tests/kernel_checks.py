@@ -49,6 +49,12 @@ def real_case(kind, n, l, head_dim, dtype, heads):
     return q, k, v, jnp.arange(lk)[None, :] < lengths[:, None]
 
 
+def plan_id(case):
+    """A test id for a REAL_PLANS entry ((kind, n, l, head_dim, dtype, dropout, heads), want)."""
+    (kind, n, l, d, dtype, rate, heads), _ = case
+    return f"{kind}-n{n}-l{l}-d{d}-{jnp.dtype(dtype).name}-p{rate}-h{heads}"
+
+
 def check(fn, ref, q, k, v, mask, tol, *, quick_compile=True, after_kernel=None, **kw):
     """fn(q, k, v, mask, **kw) against ref (float32 math, highest precision): out, dq, dk, dv
     within tol, zero for the all-padded example, finite. after_kernel() runs once the kernel has

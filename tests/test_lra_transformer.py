@@ -14,6 +14,7 @@ from luna_lra.data import TaskInfo
 from luna_lra.defaults import base_config
 from luna_lra.models import build_model
 from test_models import _tokens  # tokens 1..19 (vocabulary 20, as TASK here), 0 = padding
+from test_models import assert_matches_written_out
 
 TASK = TaskInfo(name="toy", num_classes=3, vocab_size=20, max_length=12)
 LRA = dict(name="transformer", init="lra", gelu="tanh", layer_norm_epsilon=1e-6,
@@ -72,24 +73,8 @@ def _lra_logits(params, toks, heads):
 def test_matches_lras_transformer_written_out():
     model = build_model(lra_cfg(), TASK)
     toks = _tokens([12, 7, 1], 12, seed=1)
-    params = _init(model, toks)
-    params = jax.tree.map(lambda a: a + 0.05 * np.cos(np.arange(a.size).reshape(a.shape)),
-                          params)  # biases, CLS and LayerNorms away from their init
-    y = jnp.asarray([0, 1, 2])
-
-    def loss_and_grads(logits_fn):
-        def loss(p):
-            logits = logits_fn(p)
-            return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(3), y]), logits
-        return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
-
-    with jax.default_matmul_precision("highest"):
-        (_, out), g_ours = loss_and_grads(lambda p: model.apply({"params": p}, toks, toks != 0))
-        (_, want), g_lra = loss_and_grads(lambda p: _lra_logits(p, toks, heads=2))
-    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
-    scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g_lra))
-    for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_lra)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
+    assert_matches_written_out(model, _init(model, toks), toks,
+                               lambda p: _lra_logits(p, toks, heads=2))
 
 
 def test_qkv_dim_sets_the_attention_width_only():

@@ -205,18 +205,27 @@ def test_fused_model_gives_the_unfused_layers_logits_and_gradients():
     model = build_model(small_model_cfg(num_layers=1), TASK)
     toks = _tokens([16, 9, 3, 1], 16, seed=4)
     params, _ = _init_apply(model, toks)
+    assert_matches_written_out(model, params, toks,
+                               lambda p: _reference_logits(p, toks, toks != 0, 2))
+
+
+def assert_matches_written_out(model, params, toks, reference_logits):
+    """The model's logits and cross-entropy gradients equal those of `reference_logits(params)`
+    (a model written out by hand) to float32 rounding, at parameters moved away from their
+    zero/one initial values (biases, CLS, LayerNorms)."""
     params = jax.tree.map(lambda a: a + 0.05 * np.sin(np.arange(a.size).reshape(a.shape)),
-                          params)  # biases and LayerNorms away from their zero/one init
-    y = jnp.asarray([0, 1, 2, 3])
+                          params)
+    y = jnp.arange(toks.shape[0]) % model.config.num_classes
+
     def loss_and_grads(logits_fn):
         def loss(p):
             logits = logits_fn(p)
-            return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), y]), logits
+            return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(len(y)), y]), logits
         return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
 
     with jax.default_matmul_precision("highest"):
         (_, out), g_ours = loss_and_grads(lambda p: model.apply({"params": p}, toks, toks != 0))
-        (_, want), g_ref = loss_and_grads(lambda p: _reference_logits(p, toks, toks != 0, 2))
+        (_, want), g_ref = loss_and_grads(reference_logits)
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
     scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g_ref))
     for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):

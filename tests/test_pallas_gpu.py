@@ -13,7 +13,7 @@ import pytest
 from jax import export
 
 from luna_lra import ops
-from kernel_checks import BF16_TOL, F32_TOL, SEED, case, check, real_case, rel
+from kernel_checks import BF16_TOL, F32_TOL, SEED, case, check, plan_id, real_case, rel
 from luna_lra.ops import _pallas_common as common
 from luna_lra.ops import pallas_gpu, reference, triton_compile
 
@@ -96,12 +96,7 @@ REAL_PLANS = [  # (kind, n, l, head_dim, dtype, dropout, heads): the plan make_p
 ]
 
 
-def _plan_id(case):
-    (kind, n, l, d, dtype, rate, heads), _ = case
-    return f"{kind}-n{n}-l{l}-d{d}-{jnp.dtype(dtype).name}-p{rate}-h{heads}"
-
-
-@pytest.mark.parametrize("shape, want", REAL_PLANS, ids=map(_plan_id, REAL_PLANS))
+@pytest.mark.parametrize("shape, want", REAL_PLANS, ids=map(plan_id, REAL_PLANS))
 def test_real_plans(shape, want):
     # The blocks, warps and splits "auto" runs at the models' shapes, with n not a multiple of
     # any block; asserted first, so a change to make_plan cannot silently stop testing them.

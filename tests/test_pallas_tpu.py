@@ -12,7 +12,7 @@ import pytest
 from jax import export
 from jax.experimental.pallas import tpu as pltpu
 
-from kernel_checks import BF16_TOL, F32_TOL, SEED, case, check, real_case
+from kernel_checks import BF16_TOL, F32_TOL, SEED, case, check, plan_id, real_case
 from luna_lra.ops import _pallas_common as common
 from luna_lra.ops import pallas_tpu, reference
 
@@ -68,12 +68,7 @@ REAL_PLANS = [  # (kind, n, l, head_dim, dtype, dropout, heads): the blocks make
 ]
 
 
-def _plan_id(case):
-    (kind, n, l, d, dtype, rate, heads), _ = case
-    return f"{kind}-n{n}-l{l}-d{d}-{jnp.dtype(dtype).name}-p{rate}-h{heads}"
-
-
-@pytest.mark.parametrize("shape, blocks", REAL_PLANS, ids=map(_plan_id, REAL_PLANS))
+@pytest.mark.parametrize("shape, blocks", REAL_PLANS, ids=map(plan_id, REAL_PLANS))
 def test_real_plans(shape, blocks):
     # The blocks "auto" runs at the models' shapes (one for all three kernels; batch x heads
     # fills the two cores, so no splits), with n not a block multiple: the last block along n

@@ -109,6 +109,23 @@ def _header(meta) -> list:
            ""]
 
 
+def _ratio_cells(rows, variant, lengths, key, value_fmt, ratio_fmt):
+    """A table row's cells: row[key] at each length, with its ratio to MODEL_BASELINE's there
+    in parentheses when that ran; a status for what did not run, — for a missing value."""
+    cells = []
+    for n in lengths:
+        r, base = _row(rows, variant, n), _row(rows, MODEL_BASELINE, n)
+        if r is None or r["status"] != "ok":
+            cells.append(_status_cell(r))
+        elif r.get(key) is None:
+            cells.append("—")
+        else:
+            ratio = (f" ({ratio_fmt.format(r[key] / base[key])})"
+                     if base is not None and base["status"] == "ok" and base.get(key) else "")
+            cells.append(value_fmt.format(r[key]) + ratio)
+    return " | ".join(cells)
+
+
 def model_markdown(meta, rows, slopes):
     lengths, variants = meta["lengths"], meta["models"]
     label = lambda v: MODEL_VARIANTS[v][0]
@@ -120,37 +137,16 @@ def model_markdown(meta, rows, slopes):
     out += [f"## Speed: steps per second (speed-up vs {label(MODEL_BASELINE)} at the same n)", "",
             f"| model | {heads} | slope of step time (log-log fit) |",
             "|---|" + "---|" * len(lengths) + "---|"]
-    for v in variants:
-        cells = []
-        for n in lengths:
-            r, base = _row(rows, v, n), _row(rows, MODEL_BASELINE, n)
-            if r is None or r["status"] != "ok":
-                cells.append(_status_cell(r))
-                continue
-            rel = (f" ({r['steps_per_s'] / base['steps_per_s']:.2f}x)"
-                   if base is not None and base["status"] == "ok" else "")
-            cells.append(f"{r['steps_per_s']:.3g}{rel}")
-        s = slopes[v]
-        out.append(f"| {label(v)} | " + " | ".join(cells)
-                   + f" | {_fmt(s['time'])} ({_range(s['lengths'])}) |")
+    out += [f"| {label(v)} | " + _ratio_cells(rows, v, lengths, "steps_per_s", "{:.3g}", "{:.2f}x")
+            + f" | {_fmt(slopes[v]['time'])} ({_range(slopes[v]['lengths'])}) |"
+            for v in variants]
     out += ["", f"## Peak memory: MiB ({meta['memory']}; fraction of {label(MODEL_BASELINE)}'s "
                 f"at the same n)", "",
             f"| model | {heads} | slope of memory (log-log fit) |",
             "|---|" + "---|" * len(lengths) + "---|"]
-    for v in variants:
-        cells = []
-        for n in lengths:
-            r, base = _row(rows, v, n), _row(rows, MODEL_BASELINE, n)
-            if r is None or r["status"] != "ok" or r.get("memory_mib") is None:
-                cells.append(_status_cell(r) if r is None or r["status"] != "ok" else "—")
-                continue
-            rel = (f" ({r['memory_mib'] / base['memory_mib']:.3f})"
-                   if base is not None and base["status"] == "ok" and base.get("memory_mib")
-                   else "")
-            cells.append(f"{r['memory_mib']:.0f}{rel}")
-        s = slopes[v]
-        out.append(f"| {label(v)} | " + " | ".join(cells)
-                   + f" | {_fmt(s['memory'])} ({_range(s['lengths'])}) |")
+    out += [f"| {label(v)} | " + _ratio_cells(rows, v, lengths, "memory_mib", "{:.0f}", "{:.3f}")
+            + f" | {_fmt(slopes[v]['memory'])} ({_range(slopes[v]['lengths'])}) |"
+            for v in variants]
     out += ["", "## Step time (ms) and compile time (s)", "",
             f"| model | {heads} |", "|---|" + "---|" * len(lengths)]
     for v in variants:

@@ -53,7 +53,7 @@ class LunaAttention(nn.Module):
     @nn.compact
     def __call__(self, x, p, x_mask, p_mask, *, deterministic: bool, rows=None):
         cfg = self.config
-        (b, n), d = x_mask.shape, x.shape[-1]
+        b, d = x_mask.shape[0], x.shape[-1]
         l = p.shape[1]
         kernel = lambda name: DenseKernel(d, dense_init(cfg.init, "proj"), name=name)(d)
         heads = lambda t: t.reshape(b, t.size // (b * d), cfg.num_heads, cfg.head_dim)
