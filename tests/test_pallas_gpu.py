@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import export
 
 from luna_lra import ops
 from kernel_checks import BF16_TOL, F32_TOL, SEED, case, check, plan_id, real_case, rel
@@ -137,9 +136,8 @@ def test_lowers_to_triton(kind):
         return out, vjp(g)
 
     spec = lambda m: jax.ShapeDtypeStruct((b, m, h, d), jnp.bfloat16)
-    exp = export.export(jax.jit(f), platforms=["cuda"], disabled_checks=[
-        export.DisabledSafetyCheck.custom_call(triton_compile.CUSTOM_CALL)])(
-            spec(lq), spec(lk), spec(lk), jax.ShapeDtypeStruct((b, lk), jnp.bool_), spec(lq))
+    exp = triton_compile.export_for_gpu(f, spec(lq), spec(lk), spec(lk),
+                                        jax.ShapeDtypeStruct((b, lk), jnp.bool_), spec(lq))
     assert exp.mlir_module().count(triton_compile.CUSTOM_CALL) == 3  # fwd, dq, dkdv
     assert "stablehlo.pad" not in exp.mlir_module()
 
@@ -194,7 +192,7 @@ def test_dispatch():
 
 
 def test_auto_falls_back_when_the_pallas_backend_is_missing(monkeypatch):
-    # As if a JAX without Pallas's Triton backend ran on a GPU: auto takes the reference,
+    # As if a JAX without Pallas's Triton backend ran on a GPU: auto takes the XLA path,
     # an explicit "pallas" reports the import error.
     def missing(name):
         raise ImportError(f"No module named {name!r}")
@@ -202,6 +200,6 @@ def test_auto_falls_back_when_the_pallas_backend_is_missing(monkeypatch):
     monkeypatch.setattr(ops, "resolve_impl", lambda impl, **kw: "pallas_gpu")
     monkeypatch.setattr(ops.importlib, "import_module", missing)
     q, k = jnp.zeros((1, 16, 2, 64)), jnp.zeros((1, 256, 2, 64))
-    assert ops._pick("auto", q, k, False) == (reference, {})
+    assert ops._pick("auto", q, k, False) == (ops.xla, {})
     with pytest.raises(ImportError, match="pallas_gpu"):
         ops._pick("pallas", q, k, False)

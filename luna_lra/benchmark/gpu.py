@@ -2,7 +2,7 @@
 fresh GPU machine (H100/H200, jax with CUDA) should measure, in one call of under 8 minutes:
 
   1. tests    JAX_PLATFORMS=cuda pytest tests/test_pallas_gpu.py (the kernels at real plans)
-  2. kernels  `kernels`: Pallas vs the XLA reference vs jax.nn (cuDNN) (and tokamax when it is
+  2. kernels  `kernels`: Pallas vs the XLA path vs jax.nn (cuDNN) (and tokamax when it is
               installed), batch 32, 8 heads, head_dim 64, bf16, n 1K-16K, l 16/128/256
   3. model    `model --mode gpu`: Transformer (XLA, cuDNN) vs Luna-16/128/256 (XLA, Pallas) on
               the Text model, n 1K-16K, bf16

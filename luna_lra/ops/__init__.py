@@ -1,12 +1,13 @@
 """Attention cores of Luna's pack and unpack steps.
 
 `pack_attention` / `unpack_attention` take `impl`:
-  "xla"     the pure-jnp reference in reference.py, on any backend.
+  "xla"     the fast XLA form in xla.py, on any backend (reference.py holds the oracle every
+            form is tested against).
   "pallas"  the Pallas kernels: pallas_gpu.py (Triton) on a GPU backend, pallas_tpu.py (Mosaic)
             on TPU. Elsewhere (CPU) an error, unless interpret=True, which runs the GPU kernels
             in Pallas interpret mode (slow; for tests).
   "auto"    the kernels on GPU (compute capability >= 8.0) / TPU for the shapes they are built
-            and tested for (see `kernel_supports`), the reference otherwise.
+            and tested for (see `kernel_supports`), the XLA form otherwise.
 `resolve_impl` says which of "xla", "pallas_gpu", "pallas_tpu" an impl name runs;
 `record_choices` collects which one each call actually ran (after the shape check and the
 import fallback of "auto"). This package imports with jax alone; the kernel modules are
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from luna_lra.ops import dropout as dropout_lib
-from luna_lra.ops import reference
+from luna_lra.ops import reference, xla
 from luna_lra.ops.reference import attention
 
 IMPLS = ("xla", "pallas", "auto")
@@ -88,12 +89,12 @@ def record_choices():
 def _pick(impl, q, k, interpret):
     name = resolve_impl(impl, interpret=interpret)
     if name == "xla" or (impl == "auto" and not kernel_supports(q, k)):
-        return reference, {}
+        return xla, {}
     try:
         return importlib.import_module(f"luna_lra.ops.{name}"), {"interpret": interpret}
     except ImportError:  # a JAX without this Pallas backend (JAX 0.11 deprecated Triton's)
         if impl == "auto":
-            return reference, {}
+            return xla, {}
         raise
 
 
@@ -109,11 +110,7 @@ def _data_parallel(kernel, q, k, v, key_mask, dropout_rate, dropout_rng, dropout
     if shards <= 1 or q.shape[0] % shards:
         return kernel(q, k, v, key_mask, dropout_rate=dropout_rate, dropout_rng=dropout_rng,
                       dropout_seed=dropout_seed)
-    if dropout_rate > 0.0 and dropout_seed is None:
-        if dropout_rng is None:
-            raise ValueError("dropout_rate > 0 needs dropout_rng (or dropout_seed)")
-        dropout_seed = dropout_lib.seed_from_rng(dropout_rng)
-    seed = jnp.asarray(0 if dropout_seed is None else dropout_seed, jnp.uint32)
+    seed = dropout_lib.resolve_seed(dropout_rate, dropout_rng, dropout_seed)
     batch = jax.sharding.PartitionSpec("data")
 
     def per_shard(q, k, v, key_mask, seed):
@@ -128,12 +125,12 @@ def _data_parallel(kernel, q, k, v, key_mask, dropout_rate, dropout_rng, dropout
 
 def _call(which, q, k, v, key_mask, dropout_rate, dropout_rng, impl, interpret, dropout_seed):
     mod, kw = _pick(impl, q, k, interpret)
-    ran = "xla" if mod is reference else mod.__name__.rsplit(".", 1)[1] + (
+    ran = "xla" if mod is xla else mod.__name__.rsplit(".", 1)[1] + (
         " (interpret)" if interpret and jax.default_backend() == "cpu" else "")
     for found in _RECORDERS:
         found.append((which.split("_")[0], ran))
     fn = getattr(mod, which)
-    if mod is reference:  # XLA partitions the reference by itself
+    if mod is xla:  # XLA partitions its own form by itself
         return fn(q, k, v, key_mask, dropout_rate=dropout_rate, dropout_rng=dropout_rng,
                   dropout_seed=dropout_seed)
     return _data_parallel(functools.partial(fn, **kw), q, k, v, key_mask, dropout_rate,
@@ -156,5 +153,5 @@ def unpack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, i
                  interpret, dropout_seed)
 
 
-__all__ = ["attention", "pack_attention", "unpack_attention", "reference", "resolve_impl",
+__all__ = ["attention", "pack_attention", "unpack_attention", "reference", "xla", "resolve_impl",
            "kernel_supports", "record_choices", "IMPLS"]

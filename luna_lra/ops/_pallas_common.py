@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,7 @@ from jax import lax
 from luna_lra.ops import dropout as dropout_lib
 from luna_lra.ops import reference
 
-NEG = reference._NEG  # finite "minus infinity" of masked scores, as in the reference
+NEG = reference.NEG
 _TRANS_B = (((1,), (1,)), ((), ()))  # contract the last dims: a @ b.T
 
 
@@ -149,9 +149,24 @@ def key_ok(mask_tile, shape):
 
 # ------------------------------------------------------------------------- the custom_vjp
 
-def entry_points(backend):
-    """(pack_attention, unpack_attention) of a backend module (pallas_gpu or pallas_tpu), which
-    provides make_plan, fwd, dq and dkdv."""
+class KernelBackend(Protocol):
+    """What a kernel backend module (pallas_gpu, pallas_tpu) provides this front end: the plan
+    of a call, then the three kernels (shapes in the module docstring above)."""
+
+    def make_plan(self, kind: str, b: int, h: int, lq: int, lk: int, d: int, dtype: Any,
+                  rate: float, interpret: Any, *, block_q: int | None, block_k: int | None,
+                  num_splits: int | None) -> Plan: ...
+
+    def fwd(self, plan: Plan, q, k, v, mask, seed) -> tuple[jax.Array, jax.Array]: ...
+
+    def dq(self, plan: Plan, q, k, v, mask, seed, do, lse, delta) -> jax.Array: ...
+
+    def dkdv(self, plan: Plan, q, k, v, mask, seed, do, lse, delta
+             ) -> tuple[jax.Array, jax.Array]: ...
+
+
+def entry_points(backend: KernelBackend):
+    """(pack_attention, unpack_attention) of a backend module."""
     def pack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None,
                        dropout_seed=None, interpret=False, block_q=None, block_k=None,
                        num_splits=None):
@@ -176,23 +191,17 @@ def entry_points(backend):
     return pack_attention, unpack_attention
 
 
-def attention(backend, kind, q, k, v, key_mask, *, dropout_rate, dropout_rng, dropout_seed,
-              interpret, block_q, block_k, num_splits):
-    """Shared front end of pallas_gpu / pallas_tpu: checks, seed, plan, custom_vjp call.
+def attention(backend: KernelBackend, kind, q, k, v, key_mask, *, dropout_rate, dropout_rng,
+              dropout_seed, interpret, block_q, block_k, num_splits):
+    """Shared front end of the kernel backends: checks, seed, plan, custom_vjp call.
 
-    kind: "pack" (short q, long k/v) or "unpack" (long q, short k/v). `backend` is the module
-    providing make_plan, fwd, dq, dkdv."""
-    reference._check_shapes(q, k, v, key_mask)
-    if dropout_rate > 0.0:
-        if dropout_seed is None:
-            if dropout_rng is None:
-                raise ValueError("dropout_rate > 0 needs dropout_rng (or dropout_seed)")
-            dropout_seed = dropout_lib.seed_from_rng(dropout_rng)
-        dropout_lib.keep_threshold(dropout_rate)  # validates the rate
-    else:
-        dropout_rate, dropout_seed = 0.0, 0
+    kind: "pack" (short q, long k/v) or "unpack" (long q, short k/v)."""
+    reference.check_shapes(q, k, v, key_mask)
+    dropout_rate = max(float(dropout_rate), 0.0)
+    dropout_lib.keep_threshold(dropout_rate)  # validates the rate
+    uint_seed = dropout_lib.resolve_seed(dropout_rate, dropout_rng, dropout_seed)
     # Kernels read the seed as int32 (Mosaic scalar memory); same bits as the uint32 seed.
-    seed = lax.bitcast_convert_type(jnp.asarray(dropout_seed, jnp.uint32), jnp.int32).reshape(1)
+    seed = lax.bitcast_convert_type(uint_seed, jnp.int32).reshape(1)
     b, lq, h, d = q.shape
     plan = backend.make_plan(kind, b, h, lq, k.shape[1], d, q.dtype, float(dropout_rate),
                              interpret,

@@ -1,4 +1,4 @@
-"""Counter-based attention dropout shared by the XLA reference and the Pallas kernels.
+"""Counter-based attention dropout shared by the oracle, the XLA form and the Pallas kernels.
 
 The keep/drop decision for attention probability [b, h, row, col] is a pure function of
 (seed, b, h, row, col): a kernel can regenerate the same mask in its backward pass without
@@ -26,6 +26,18 @@ def _mix32(x):
 def seed_from_rng(rng: jax.Array) -> jax.Array:
     """A uint32 scalar seed drawn from a JAX PRNG key."""
     return jax.random.bits(rng, (), jnp.uint32)
+
+
+def resolve_seed(rate: float, rng=None, seed=None) -> jax.Array:
+    """The uint32 seed of a dropout call: `seed` if given, else drawn from `rng`; 0 when
+    rate is 0 (no dropout needs none)."""
+    if rate <= 0.0:
+        return jnp.zeros((), jnp.uint32)
+    if seed is None:
+        if rng is None:
+            raise ValueError("dropout_rate > 0 needs dropout_rng (or dropout_seed)")
+        seed = seed_from_rng(rng)
+    return jnp.asarray(seed, jnp.uint32)
 
 
 def keep_mask_seed(seed, index):

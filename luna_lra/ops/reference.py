@@ -1,34 +1,20 @@
-"""Pure-jnp attention cores of a Luna layer: the oracle for the Pallas kernels and the XLA path.
+"""The oracle: plain softmax attention in jnp, which every other form is tested against (the
+fast XLA form in xla.py and the Pallas kernels), as jax's `mha_reference` beside its kernels.
 
 Pack:   the short side P (l rows) attends over the long side X (n rows).
 Unpack: the long side X (n rows) attends over the packed sequence (l rows).
 Both are one softmax attention with a key padding mask; they differ only in which side is
-short, which matters to the kernels, and to the XLA path below.
-
-`attention` is the plain formulation (head-major einsums, autodiff backward). When the short
-side is small (heads * l <= BLOCK_DIAGONAL_MAX_ROWS), `pack_attention` and `unpack_attention`
-compute the same attention in a block-diagonal layout instead: the short side's heads are
-spread over a [heads * l, heads * head_dim] block-diagonal matrix, so every matmul reads and
-writes the long side in its own [batch, n, heads * head_dim] layout. That costs `heads` times
-the attention's (small) matmul FLOPs and saves the long side's head-major transposes (on
-XLA:CPU a copy per operand and gradient); the backward pass is written out, the standard
-softmax gradient, and keeps only q, k, v, the probabilities and the dropout mask.
+short, which matters to the faster forms, not to this one.
 """
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
 
 from luna_lra.ops import dropout as dropout_lib
 
-_NEG = -1e30  # finite, so masked scores never make inf - inf
-# Rows of the short side's block-diagonal matrix (heads * l) up to which pack/unpack use it:
-# Luna-16 with up to 8 heads; Luna-128/256 keep the head-major einsums (8-16x the FLOPs).
-BLOCK_DIAGONAL_MAX_ROWS = 128
-_F32 = jnp.float32
+NEG = -1e30  # finite "minus infinity" of masked scores, so masked scores never make inf - inf
+F32 = jnp.float32
 
 
 def attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, dropout_seed=None):
@@ -41,196 +27,40 @@ def attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, dropout_
     ops/dropout.py, seeded from dropout_rng (or an explicit uint32 dropout_seed).
     Returns [batch, q_len, heads, head_dim] in q.dtype.
     """
-    _check_shapes(q, k, v, key_mask)
+    check_shapes(q, k, v, key_mask)
     scale = q.shape[-1] ** -0.5
-    s = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=_F32) * scale
-    p = _masked_softmax(s, key_mask[:, None, None, :])
+    s = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=F32) * scale
+    p = masked_softmax(s, key_mask[:, None, None, :])
     if dropout_rate > 0.0:
-        seed = _seed(dropout_rate, dropout_rng, dropout_seed)
+        seed = dropout_lib.resolve_seed(dropout_rate, dropout_rng, dropout_seed)
         keep = dropout_lib.attention_keep_mask(seed, p.shape, dropout_rate)
         p = jnp.where(keep, p / (1.0 - dropout_rate), 0.0)
-    out = jnp.einsum("bhqk,bkhd->bqhd", p.astype(v.dtype), v, preferred_element_type=_F32)
+    out = jnp.einsum("bhqk,bkhd->bqhd", p.astype(v.dtype), v, preferred_element_type=F32)
     return out.astype(q.dtype)
 
 
-def pack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, dropout_seed=None):
+def pack_attention(q, k, v, key_mask, **kw):
     """Pack: q = P side [batch, l, heads, head_dim]; k, v = X side [batch, n, heads, head_dim];
     key_mask [batch, n]. Returns [batch, l, heads, head_dim]."""
-    return _block_diagonal_or_plain(_pack_block_diagonal, q, q, k, v, key_mask,
-                                    dropout_rate, dropout_rng, dropout_seed)
+    return attention(q, k, v, key_mask, **kw)
 
 
-def unpack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, dropout_seed=None):
+def unpack_attention(q, k, v, key_mask, **kw):
     """Unpack: q = X side [batch, n, heads, head_dim]; k, v = packed side [batch, l, heads,
     head_dim]; key_mask [batch, l]. Returns [batch, n, heads, head_dim]."""
-    return _block_diagonal_or_plain(_unpack_block_diagonal, k, q, k, v, key_mask,
-                                    dropout_rate, dropout_rng, dropout_seed)
+    return attention(q, k, v, key_mask, **kw)
 
 
-def _block_diagonal_or_plain(block_diagonal, short, q, k, v, key_mask, dropout_rate,
-                             dropout_rng, dropout_seed):
-    """The block-diagonal form when the short side (pack's q, unpack's k) is small enough,
-    else the plain `attention`."""
-    _check_shapes(q, k, v, key_mask)
-    if not _block_diagonal_pays(short):
-        return attention(q, k, v, key_mask, dropout_rate=dropout_rate, dropout_rng=dropout_rng,
-                         dropout_seed=dropout_seed)
-    seed = _seed(dropout_rate, dropout_rng, dropout_seed)
-    return block_diagonal(q, k, v, key_mask, seed, float(dropout_rate))
-
-
-# ----------------------------------------------------------------------------- shared pieces
-
-
-def _masked_softmax(s, mask):
+def masked_softmax(s, mask):
     """Softmax over the last axis of float32 scores; masked entries 0, all-masked rows 0."""
-    s = jnp.where(mask, s, _NEG)
+    s = jnp.where(mask, s, NEG)
     m = jnp.max(s, axis=-1, keepdims=True)
     p = jnp.where(mask, jnp.exp(s - m), 0.0)
     denom = jnp.sum(p, axis=-1, keepdims=True)
     return p / jnp.where(denom > 0, denom, 1.0)
 
 
-def _seed(dropout_rate, dropout_rng, dropout_seed):
-    """The uint32 dropout seed (0 when there is no dropout)."""
-    if dropout_rate <= 0.0:
-        return jnp.zeros((), jnp.uint32)
-    if dropout_seed is None:
-        if dropout_rng is None:
-            raise ValueError("dropout_rate > 0 needs dropout_rng (or dropout_seed)")
-        dropout_seed = dropout_lib.seed_from_rng(dropout_rng)
-    return jnp.asarray(dropout_seed, jnp.uint32)
-
-
-def _block_diagonal_pays(short):
-    """short: the short side [batch, l, heads, head_dim] (pack's q, unpack's k)."""
-    return short.shape[1] * short.shape[2] <= BLOCK_DIAGONAL_MAX_ROWS
-
-
-def _block_diagonal(t):
-    """t [batch, heads, r, c] -> [batch, heads * r, heads * c], head i's block at (i, i)."""
-    b, h, r, c = t.shape
-    eye = jnp.eye(h, dtype=bool)[None, :, None, :, None]
-    return jnp.where(eye, t[:, :, :, None, :], 0).reshape(b, h * r, h * c)
-
-
-def _diagonal_blocks(t, heads: int):
-    """[batch, heads * r, heads * c] -> its diagonal blocks [batch, heads, r, c] (the other
-    blocks are dropped exactly: each sum adds zeros to one value)."""
-    b, hr, hc = t.shape
-    eye = jnp.eye(heads, dtype=bool)[None, :, None, :, None]
-    return jnp.where(eye, t.reshape(b, heads, hr // heads, heads, hc // heads), 0).sum(3)
-
-
-def _dropped(p, keep, rate):
-    return p if keep is None else jnp.where(keep, p / (1.0 - rate), 0.0)
-
-
-def _scores_grad(p, dp_dropped, keep, rate):
-    """Gradient of the scores from that of the dropped-out probabilities: the softmax gradient
-    p * (dp - sum(p * dp)), zero wherever p is (masked keys, all-masked rows)."""
-    dp = _dropped(dp_dropped, keep, rate)
-    return p * (dp - jnp.sum(p * dp, axis=-1, keepdims=True))
-
-
-# ----------------------------------------------------------------------------- pack
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _pack_block_diagonal(q, k, v, key_mask, seed, rate):
-    return _pack_fwd(q, k, v, key_mask, seed, rate)[0]
-
-
-def _pack_fwd(q, k, v, key_mask, seed, rate):
-    """Scores [batch, heads * l, n]: the block-diagonal P side against X as it is. The scale
-    goes on the small q_bd, not on the scores."""
-    b, l, h, d = q.shape
-    n = k.shape[1]
-    q_bd = _block_diagonal(jnp.transpose(q, (0, 2, 1, 3)) * d**-0.5)  # [b, h*l, h*d]
-    s = jnp.einsum("bqc,bkc->bqk", q_bd, k.reshape(b, n, h * d), preferred_element_type=_F32)
-    p = _masked_softmax(s, key_mask[:, None, :])
-    keep = None
-    if rate > 0.0:  # the mask of [b, h, l, n], whose layout this is
-        keep = dropout_lib.attention_keep_mask(seed, (b, h, l, n), rate).reshape(p.shape)
-    o = jnp.einsum("bqk,bkc->bqc", _dropped(p, keep, rate).astype(v.dtype),
-                   v.reshape(b, n, h * d), preferred_element_type=_F32)
-    out = jnp.transpose(_diagonal_blocks(o, h), (0, 2, 1, 3)).astype(q.dtype)
-    return out, (q_bd, k, v, p, keep)
-
-
-def _pack_bwd(rate, res, g):
-    q_bd, k, v, p, keep = res
-    b, n, h, d = k.shape
-    k2, v2 = k.reshape(b, n, h * d), v.reshape(b, n, h * d)
-    g_bd = _block_diagonal(jnp.transpose(g, (0, 2, 1, 3)))  # [b, h*l, h*d]
-    dp = jnp.einsum("bqc,bkc->bqk", g_bd, v2, preferred_element_type=_F32)
-    ds = _scores_grad(p, dp, keep, rate).astype(k.dtype)
-    dv = jnp.einsum("bqk,bqc->bkc", _dropped(p, keep, rate).astype(g.dtype), g_bd,
-                    preferred_element_type=_F32)
-    dk = jnp.einsum("bqk,bqc->bkc", ds, q_bd, preferred_element_type=_F32)
-    dq_bd = jnp.einsum("bqk,bkc->bqc", ds, k2, preferred_element_type=_F32) * d**-0.5
-    dq = jnp.transpose(_diagonal_blocks(dq_bd, h), (0, 2, 1, 3))
-    return (dq.astype(q_bd.dtype), dk.reshape(k.shape).astype(k.dtype),
-            dv.reshape(v.shape).astype(v.dtype), None, None)
-
-
-_pack_block_diagonal.defvjp(_pack_fwd, _pack_bwd)
-
-
-# ----------------------------------------------------------------------------- unpack
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _unpack_block_diagonal(q, k, v, key_mask, seed, rate):
-    return _unpack_fwd(q, k, v, key_mask, seed, rate)[0]
-
-
-def _unpack_keep(seed, shape, rate):
-    """attention_keep_mask's bits for [b, h, n, l] laid out as [b, n, h, l]."""
-    b, n, h, l = (jnp.arange(s, dtype=jnp.uint32) for s in shape)
-    return dropout_lib.keep_mask(seed, b[:, None, None, None], h[None, None, :, None],
-                                 n[None, :, None, None], l[None, None, None, :], rate)
-
-
-def _unpack_fwd(q, k, v, key_mask, seed, rate):
-    """Scores [batch, n, heads * l]: X as it is against the block-diagonal packed side (the
-    scale on it). The probabilities are kept as [batch, n, heads * l], the layout the matmuls
-    read: one array, where two views of it made XLA write two."""
-    b, n, h, d = q.shape
-    l = k.shape[1]
-    k_bd = _block_diagonal(jnp.transpose(k, (0, 2, 3, 1)) * d**-0.5)  # [b, h*d, h*l]
-    v_bd = _block_diagonal(jnp.transpose(v, (0, 2, 1, 3)))  # [b, h*l, h*d]
-    q2 = q.reshape(b, n, h * d)
-    s = jnp.einsum("bnc,bcj->bnj", q2, k_bd, preferred_element_type=_F32)
-    p = _masked_softmax(s.reshape(b, n, h, l), key_mask[:, None, None, :])
-    keep = _unpack_keep(seed, p.shape, rate).reshape(b, n, h * l) if rate > 0.0 else None
-    p = p.reshape(b, n, h * l)
-    o = jnp.einsum("bnj,bjc->bnc", _dropped(p, keep, rate).astype(v.dtype), v_bd,
-                   preferred_element_type=_F32)
-    return o.reshape(q.shape).astype(q.dtype), (q, k_bd, v_bd, p, keep)
-
-
-def _unpack_bwd(rate, res, g):
-    q, k_bd, v_bd, p, keep = res
-    b, n, h, d = q.shape
-    q2, g2 = q.reshape(b, n, h * d), g.reshape(b, n, h * d)
-    dp = jnp.einsum("bnc,bjc->bnj", g2, v_bd, preferred_element_type=_F32)
-    heads = lambda t: None if t is None else t.reshape(b, n, h, -1)  # softmax groups
-    ds = _scores_grad(heads(p), heads(dp), heads(keep), rate).reshape(p.shape).astype(q.dtype)
-    dq = jnp.einsum("bnj,bcj->bnc", ds, k_bd, preferred_element_type=_F32)
-    dk_bd = jnp.einsum("bnc,bnj->bcj", q2, ds, preferred_element_type=_F32) * d**-0.5
-    dv_bd = jnp.einsum("bnj,bnc->bjc", _dropped(p, keep, rate).astype(g.dtype), g2,
-                       preferred_element_type=_F32)
-    dk = jnp.transpose(_diagonal_blocks(dk_bd, h), (0, 3, 1, 2))  # [b, h, d, l] -> [b, l, h, d]
-    dv = jnp.transpose(_diagonal_blocks(dv_bd, h), (0, 2, 1, 3))
-    return (dq.reshape(q.shape).astype(q.dtype), dk.astype(k_bd.dtype), dv.astype(v_bd.dtype),
-            None, None)
-
-
-_unpack_block_diagonal.defvjp(_unpack_fwd, _unpack_bwd)
-
-
-def _check_shapes(q, k, v, key_mask):
+def check_shapes(q, k, v, key_mask):
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
         raise ValueError(
             f"q, k, v must be [batch, length, heads, head_dim]; got {q.shape}, {k.shape}, {v.shape}")

@@ -20,6 +20,7 @@ Triton IR step) to capture each kernel's IR, so `luna_lra.ops` never imports it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -45,6 +46,8 @@ CUSTOM_CALL = getattr(plgpu, "CUSTOM_CALL_TARGET_NAME", "__gpu$xla.gpu.triton")
 
 # Shared memory one block may use (opt-in maximum), by compute capability.
 SHARED_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
+# A card of each compute capability, named as JAX knows it (the device kind lowering asks for).
+DEVICE_KIND = {80: "NVIDIA A100", 86: "NVIDIA A10", 89: "NVIDIA L4", 90: "NVIDIA H100"}
 KERNELS = ("fwd", "dq", "dkdv")  # order of the three pallas_calls in a forward+backward
 # n = 4000 (LRA's Text and Retrieval length) is no block multiple: its kernels use masked loads.
 FULL = dict(batch=32, heads=8, ns=(4000, 4096), ls=(16, 128, 256), head_dims=(32, 64, 128),
@@ -62,7 +65,24 @@ class Lowered:
     num_stages: int
 
 
-def lower_to_triton(kind, b, h, n, l, d, dtype, rate) -> list[Lowered]:
+@contextlib.contextmanager
+def abstract_gpu(arch: int):
+    """Lowering for a GPU that is not here: from JAX 0.11 the Triton lowering asks for the
+    device's compute capability, which an abstract device of the current mesh supplies."""
+    mesh = jax.sharding.AbstractMesh((1,), ("gpu",), abstract_device=jax.sharding.AbstractDevice(
+        device_kind=DEVICE_KIND[arch], num_cores=None, platform="gpu"))
+    with jax.sharding.use_abstract_mesh(mesh):
+        yield
+
+
+def export_for_gpu(fn, *specs, arch: int = 90) -> export.Exported:
+    """jax.export of jit(fn) at the argument specs for CUDA (sm_<arch>), with no GPU here."""
+    with abstract_gpu(arch):
+        return export.export(jax.jit(fn), platforms=["cuda"], disabled_checks=[
+            export.DisabledSafetyCheck.custom_call(CUSTOM_CALL)])(*specs)
+
+
+def lower_to_triton(kind, b, h, n, l, d, dtype, rate, arch: int = 90) -> list[Lowered]:
     """Triton IR of the fwd, dq and dkdv kernels of one forward+backward, as XLA would get it."""
     from jax._src.pallas.triton import pallas_call_registration as registration
 
@@ -86,9 +106,8 @@ def lower_to_triton(kind, b, h, n, l, d, dtype, rate) -> list[Lowered]:
     spec = lambda m: jax.ShapeDtypeStruct((b, m, h, d), jnp.dtype(dtype))
     registration.lowering.lower_jaxpr_to_triton_module = capture
     try:
-        export.export(jax.jit(fwd_bwd), platforms=["cuda"], disabled_checks=[
-            export.DisabledSafetyCheck.custom_call(CUSTOM_CALL)])(
-                spec(lq), spec(lk), spec(lk), jax.ShapeDtypeStruct((b, lk), jnp.bool_), spec(lq))
+        export_for_gpu(fwd_bwd, spec(lq), spec(lk), spec(lk),
+                       jax.ShapeDtypeStruct((b, lk), jnp.bool_), spec(lq), arch=arch)
     finally:
         registration.lowering.lower_jaxpr_to_triton_module = original
     if len(captured) != len(KERNELS):
@@ -154,7 +173,7 @@ def run(args):
                             base = dict(op=kind, n=n, l=l, head_dim=d, dtype=dtype, dropout=rate)
                             try:
                                 lowered = lower_to_triton(kind, cfg["batch"], cfg["heads"], n, l,
-                                                          d, dtype, rate)
+                                                          d, dtype, rate, args.arch)
                             except Exception as e:
                                 rows.append(dict(base, kernel="all", status=_error(e)))
                                 continue
@@ -240,7 +259,7 @@ def to_markdown(meta, rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m luna_lra.ops.triton_compile", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", type=int, default=90,
+    parser.add_argument("--arch", type=int, default=90, choices=sorted(DEVICE_KIND),
                         help="compute capability x10: 90 (H100/H200, default), 80 (A100)")
     parser.add_argument("--quick", action="store_true", help="a few shapes: a smoke test")
     parser.add_argument("--out", default="results", help="output directory (default: results/)")

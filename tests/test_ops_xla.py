@@ -1,13 +1,14 @@
-"""The block-diagonal XLA path of pack_attention / unpack_attention (short side heads * l at most
-BLOCK_DIAGONAL_MAX_ROWS) against the plain reference `attention`: outputs and gradients to
-float32 rounding, masks, all-padded examples, dropout (the same mask bits), bfloat16."""
+"""The fast XLA form (ops/xla.py) of pack_attention / unpack_attention, block-diagonal when the
+short side's heads * l is at most BLOCK_DIAGONAL_MAX_ROWS, against the oracle
+(reference.attention): outputs and gradients to float32 rounding, masks, all-padded examples,
+dropout (the same mask bits), bfloat16."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from luna_lra.ops import reference
+from luna_lra.ops import reference, xla
 
 
 def _case(seed, batch, q_len, kv_len, heads, head_dim, dtype=jnp.float32):
@@ -20,10 +21,10 @@ def _case(seed, batch, q_len, kv_len, heads, head_dim, dtype=jnp.float32):
 
 
 CASES = [  # (op, batch, q_len, kv_len, heads, head_dim): the short side small enough
-    (reference.pack_attention, 3, 16, 101, 4, 32),  # Luna-16, 4 heads (the CPU step)
-    (reference.pack_attention, 2, 4, 37, 2, 8),
-    (reference.unpack_attention, 3, 101, 16, 8, 16),  # 8 heads x l 16 = the limit, 128
-    (reference.unpack_attention, 2, 29, 5, 4, 16),
+    (xla.pack_attention, 3, 16, 101, 4, 32),  # Luna-16, 4 heads (the CPU step)
+    (xla.pack_attention, 2, 4, 37, 2, 8),
+    (xla.unpack_attention, 3, 101, 16, 8, 16),  # 8 heads x l 16 = the limit, 128
+    (xla.unpack_attention, 2, 29, 5, 4, 16),
 ]
 
 
@@ -36,8 +37,8 @@ def _rel(a, b):
 def test_matches_the_reference_with_gradients(case, rate):
     op, *shape = case
     q, k, v, mask = _case(0, *shape)
-    short = q if op is reference.pack_attention else k
-    assert reference._block_diagonal_pays(short)
+    short = q if op is xla.pack_attention else k
+    assert xla.block_diagonal_pays(short)
     kw = dict(dropout_rate=rate, dropout_seed=jnp.uint32(11))
     loss = lambda fn: lambda q, k, v: jnp.sum(jnp.sin(fn(q, k, v, mask, **kw)))
     with jax.default_matmul_precision("highest"):
@@ -49,14 +50,14 @@ def test_matches_the_reference_with_gradients(case, rate):
     for g, w in zip(grads, want_grads):
         assert _rel(g, w) < 2e-6
         assert np.all(np.isfinite(np.asarray(g)))
-    if op is reference.pack_attention:  # masked keys get no weight, so no gradient
+    if op is xla.pack_attention:  # masked keys get no weight, so no gradient
         key_grads = np.asarray(grads[1])
         assert np.all(key_grads[~np.asarray(mask)] == 0.0)
 
 
 def test_bfloat16_inputs_keep_a_float32_softmax():
     q, k, v, mask = _case(1, 2, 16, 64, 4, 16, jnp.bfloat16)
-    out = reference.pack_attention(q, k, v, mask)
+    out = xla.pack_attention(q, k, v, mask)
     assert out.dtype == jnp.bfloat16
     want = reference.attention(q, k, v, mask)
     assert _rel(out.astype(jnp.float32), want.astype(jnp.float32)) < 1e-2
@@ -65,8 +66,8 @@ def test_bfloat16_inputs_keep_a_float32_softmax():
 def test_long_short_sides_keep_the_head_major_reference():
     """Luna-128/256 (heads * l above the limit) run `attention` itself, bit for bit."""
     q, k, v, mask = _case(2, 2, 64, 80, 4, 8)
-    assert not reference._block_diagonal_pays(q)
-    np.testing.assert_array_equal(reference.pack_attention(q, k, v, mask),
+    assert not xla.block_diagonal_pays(q)
+    np.testing.assert_array_equal(xla.pack_attention(q, k, v, mask),
                                   reference.attention(q, k, v, mask))
 
 
@@ -79,4 +80,4 @@ def test_unpack_dropout_mask_is_the_references():
     mask = jnp.ones((b, l), bool)
     kw = dict(dropout_rate=0.5, dropout_seed=jnp.uint32(5))
     keep = lambda fn: np.asarray(fn(q, k, v, mask, **kw)) != 0.0
-    np.testing.assert_array_equal(keep(reference.unpack_attention), keep(reference.attention))
+    np.testing.assert_array_equal(keep(xla.unpack_attention), keep(reference.attention))
