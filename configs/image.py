@@ -5,7 +5,7 @@ paper's softmax baseline), tiny (a CPU demo: small model, few steps, eval subset
 See luna_lra/data/image.py for the data (pixel 0 is a real token unless data.zero_is_padding).
 """
 
-from luna_lra.defaults import recipe
+from luna_lra.defaults import merge, recipe
 
 # 45,000 train images (LRA's split) in fairseq's epochs of 256 (the last batch short).
 EPOCH = -(-45_000 // 256)  # 176 updates
@@ -25,7 +25,7 @@ DATA = dict(task="image", data_dir="data/image", max_length=1024, batch_size=256
 # architecture 3 layers, 256/512, classifier 512.) Its max_positions of 1024 cuts the appended
 # eos and the last pixel; here every pixel is seen and no eos is added.
 LUNA = dict(
-    model=dict(num_layers=1, emb_dim=64, num_heads=8, mlp_dim=128, classifier_dim=128,
+    model=dict(name="luna", num_layers=1, emb_dim=64, num_heads=8, mlp_dim=128, classifier_dim=128,
                dropout_rate=0.3, attention_dropout_rate=0.1),
     optim=dict(learning_rate=0.005, weight_decay=0.0, warmup_steps=4000),
     train=dict(num_steps=35000, eval_every=EPOCH, checkpoint_every=5 * EPOCH),
@@ -37,23 +37,26 @@ LUNA = dict(
 # 1e-9), no weight decay, no clipping, batch 256, 35,000 steps, lr 0.0005 *
 # linear_warmup(175) * cosine_decay (one cycle of 35,000 steps after the warm-up; here it ends
 # at step 35,000), evaluated every 175 steps.
-TRANSFORMER = dict(
-    model=dict(num_layers=1, emb_dim=128, qkv_dim=64, num_heads=8, mlp_dim=128, classifier_dim=128,
-               dropout_rate=0.3, attention_dropout_rate=0.2, positions="learned"),
+TRANSFORMER = dict(  # the MLP's dropout is the model's (LRA's MlpBlock)
+    model=dict(name="transformer", num_layers=1, emb_dim=128, qkv_dim=64, num_heads=8,
+               mlp_dim=128, classifier_dim=128, dropout_rate=0.3, attention_dropout_rate=0.2,
+               activation_dropout_rate=0.3, positions="learned"),
     optim=dict(learning_rate=0.0005, schedule="cosine", warmup_steps=175, end_lr=0.0,
                weight_decay=0.0),
     train=dict(num_steps=35000, eval_every=175, checkpoint_every=875),
 )
 
-TINY = dict(  # reduced for two CPU cores: small model, few steps, eval subsets
+TINY = merge(LUNA, dict(  # reduced for two CPU cores: small model, few steps, eval subsets
     data=dict(batch_size=32, eval_batch_size=128, max_eval_examples=1000),
     model=dict(proj_len=16, num_layers=1, emb_dim=32, num_heads=4, mlp_dim=64,
                classifier_dim=64, dropout_rate=0.1, attention_dropout_rate=0.1),
     optim=dict(learning_rate=2e-3, warmup_steps=100),
     train=dict(num_steps=500, eval_every=250, log_every=20, checkpoint_every=250),
-)
+))
+
+
+RECIPES = {"luna": LUNA, "transformer": TRANSFORMER, "tiny": TINY}
 
 
 def get_config(variant: str = "luna256"):
-    return recipe("configs/image.py", variant, data=DATA, luna=LUNA, transformer=TRANSFORMER,
-                  tiny=TINY)
+    return recipe("configs/image.py", variant, data=DATA, recipes=RECIPES)

@@ -4,7 +4,7 @@ Variants: luna16, luna128, luna256 (the official Luna LRA recipe), transformer (
 paper's softmax baseline), tiny (a CPU demo on generated short sequences).
 """
 
-from luna_lra.defaults import lra_rsqrt_optim, recipe
+from luna_lra.defaults import lra_rsqrt_optim, merge, recipe
 
 # The files, or the generator's parameters when data_dir holds none and generate_if_missing
 # is set (those of the LRA generator: 96k/2k/2k examples of 500 to 2,000 tokens).
@@ -20,8 +20,8 @@ DATA = dict(task="listops", data_dir="data/listops", max_length=2000, batch_size
 # updates from 1e-7, 5,000 updates, validation every 20 updates (--save-interval-updates 20);
 # inputs <CLS> x </s> (fairseq-preprocess appends the eos; binarizer.py append_eos=True).
 LUNA = dict(
-    model=dict(num_layers=1, tie_layer_weights=True, init="bert", classifier_dim=2048,
-               append_eos=True),
+    model=dict(name="luna", num_layers=1, tie_layer_weights=True, init="bert",
+               classifier_dim=2048, append_eos=True),
     optim=dict(learning_rate=1e-4, weight_decay=1e-4, warmup_steps=1000),
     train=dict(num_steps=5000, eval_every=20, checkpoint_every=500),
 )
@@ -30,15 +30,16 @@ LUNA = dict(
 # emb/qkv 512, mlp 1024, 8 heads, CLS pooling, Adam(0.9, 0.98, eps 1e-9), weight decay 0.1,
 # batch 32, 5,000 steps, 0.05 * linear_warmup(1000) * rsqrt_decay (a peak of 0.05 / sqrt(1000)
 # from 0), evaluated every 50 steps.
-TRANSFORMER = dict(
-    model=dict(num_layers=4, emb_dim=512, num_heads=8, mlp_dim=1024, classifier_dim=1024),
+TRANSFORMER = dict(  # the MLP's dropout is the model's (LRA's MlpBlock)
+    model=dict(name="transformer", num_layers=4, emb_dim=512, num_heads=8, mlp_dim=1024,
+               classifier_dim=1024, activation_dropout_rate=0.1),
     optim=lra_rsqrt_optim(1000),
     train=dict(num_steps=5000, eval_every=50, checkpoint_every=500),
 )
 
 # A small Luna on short generated sequences (5 to 128 tokens, so that shallow expressions are
 # in the mix: the model then learns more than the operator-prior baseline), minutes on a CPU.
-TINY = dict(
+TINY = merge(LUNA, dict(
     data=dict(data_dir="data/listops_tiny", max_length=128, batch_size=64,
               generate_if_missing=True, generate_num_train=20_000, generate_min_length=5,
               generate_max_length=128),
@@ -47,9 +48,11 @@ TINY = dict(
                attention_dropout_rate=0.0),
     optim=dict(learning_rate=1e-3, warmup_steps=200),
     train=dict(num_steps=2000, eval_every=250, log_every=25, checkpoint_every=250),
-)
+))
+
+
+RECIPES = {"luna": LUNA, "transformer": TRANSFORMER, "tiny": TINY}
 
 
 def get_config(variant: str = "luna256"):
-    return recipe("configs/listops.py", variant, data=DATA, luna=LUNA,
-                  transformer=TRANSFORMER, tiny=TINY)
+    return recipe("configs/listops.py", variant, data=DATA, recipes=RECIPES)

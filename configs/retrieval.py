@@ -5,7 +5,7 @@ paper's softmax baseline), tiny (a CPU demo: short documents, small model, few s
 See luna_lra/data/retrieval.py for the data.
 """
 
-from luna_lra.defaults import lra_rsqrt_optim, recipe
+from luna_lra.defaults import lra_rsqrt_optim, merge, recipe
 
 # data_dir holds tsv_data/ (or lra_release/tsv_data/); split_seed seeds the subsets;
 # max_*_examples: 0 = all, else a seeded random subset (quick runs).
@@ -18,7 +18,7 @@ DATA = dict(task="retrieval", data_dir="data/retrieval", max_length=4000, batch_
 # 0.98) lr 5e-4, weight decay 1e-4, batch 32, inverse_sqrt with 8000 warm-up updates from 1e-7,
 # 20,000 updates, validation every 2000 (--save-interval-updates); <CLS> x </s> per document.
 LUNA = dict(
-    model=dict(num_layers=4, emb_dim=128, num_heads=4, mlp_dim=512, classifier_dim=512,
+    model=dict(name="luna", num_layers=4, emb_dim=128, num_heads=4, mlp_dim=512, classifier_dim=512,
                append_eos=True),
     optim=dict(learning_rate=5e-4, weight_decay=1e-4, warmup_steps=8000),
     train=dict(num_steps=20000, eval_every=2000, checkpoint_every=1000),
@@ -32,23 +32,25 @@ LUNA = dict(
 # ReLU, Dense(256) + ReLU, Dense(2) (classifier_halving). The dual encoder builds its shared
 # TransformerEncoder with classifier=False: no CLS token, and pooling 'CLS' reads each
 # document's first byte (pooling='first').
-TRANSFORMER = dict(
-    model=dict(num_layers=4, emb_dim=128, num_heads=4, mlp_dim=512,
+TRANSFORMER = dict(  # the MLP's dropout is the model's (LRA's MlpBlock)
+    model=dict(name="transformer", num_layers=4, emb_dim=128, num_heads=4, mlp_dim=512,
                use_cls=False, pooling="first", classifier_dim=512, classifier_layers=2,
-               classifier_halving=True),
+               classifier_halving=True, activation_dropout_rate=0.1),
     optim=lra_rsqrt_optim(8000),
     train=dict(num_steps=5000, eval_every=100, checkpoint_every=500),
 )
 
-TINY = dict(  # reduced for two CPU cores: short documents, small model, eval subsets
+TINY = merge(LUNA, dict(  # reduced for two CPU cores: short documents, small model, eval subsets
     data=dict(max_length=256, batch_size=16, max_eval_examples=1000),
     model=dict(proj_len=16, num_layers=2, emb_dim=64, num_heads=4, mlp_dim=128,
                classifier_dim=128),
     optim=dict(learning_rate=1e-3, warmup_steps=100),
     train=dict(num_steps=600, eval_every=200, log_every=20, checkpoint_every=200),
-)
+))
+
+
+RECIPES = {"luna": LUNA, "transformer": TRANSFORMER, "tiny": TINY}
 
 
 def get_config(variant: str = "luna256"):
-    return recipe("configs/retrieval.py", variant, data=DATA, luna=LUNA,
-                  transformer=TRANSFORMER, tiny=TINY)
+    return recipe("configs/retrieval.py", variant, data=DATA, recipes=RECIPES)

@@ -105,6 +105,15 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def newest_size(self) -> int | None:
+        """Bytes the newest checkpoint takes on a local disk (None: none yet, or remote)."""
+        step = self.manager.latest_step()
+        if step is None or "://" in self.path:
+            return None
+        folder = os.path.join(self.path, str(step))
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder)
+                   for f in files)
+
     def save(self, step: int, state, meta: dict, best_val: float | None) -> None:
         """Saves (asynchronously) unless this step is saved already. Raises NonFiniteState
         rather than write NaN/inf, CheckpointError when writing fails."""

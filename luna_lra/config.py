@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import math
 import os
 from typing import Any, Mapping
 
 import ml_collections
 
+from luna_lra import data as data_lib
+from luna_lra import models
+from luna_lra.checks import ConfigError, check_choice, check_number, short
 
-class ConfigError(ValueError):
-    """A config a user can fix; the message names the file or field, the value and what is
-    expected, in one line."""
+__all__ = ["ConfigError", "load", "apply_overrides", "check", "identity", "differences",
+           "extension_blockers", "flatten", "to_dict", "BOOKKEEPING"]
 
 
 # ----------------------------------------------------------------------------- loading
@@ -65,7 +66,7 @@ def load(spec: str, overrides: Mapping[str, Any] | None = None) -> ml_collection
     module = _config_module(path)
     try:
         config = module.get_config(variant) if variant else module.get_config()
-    except ValueError as e:  # recipe(): an unknown variant
+    except ValueError as e:  # recipe(): an unknown variant or field (ConfigError included)
         raise ConfigError(str(e)) from e
     except Exception as e:  # noqa: BLE001 - a broken config file: name it, in one line
         raise ConfigError(f"config {spec!r} could not be loaded: {type(e).__name__}: {e}") from e
@@ -78,7 +79,12 @@ def load(spec: str, overrides: Mapping[str, Any] | None = None) -> ml_collection
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]):
     """Sets each 'a.b.c' field in place. Unknown fields, and values that do not fit the
-    field's type, are refused naming the field; a str value is parsed by the field's type."""
+    field's type, are refused naming the field; a str value is parsed by the field's type.
+    `model.name` goes first: another model gets its own fields (models.switch), which the
+    other overrides may then set."""
+    name = overrides.get("model.name")
+    if name is not None and name != config.model.name:
+        config.model = ml_collections.ConfigDict(models.switch(config.model, name))
     for field, value in overrides.items():
         node, parts = config, field.split(".")
         for i, part in enumerate(parts):
@@ -98,7 +104,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
         try:
             node[parts[-1]] = value
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"config field {field}={value!r}: expected a "
+            raise ConfigError(f"config field {field}={short(value)}: expected a "
                               f"{type(current).__name__}") from e
     return config
 
@@ -116,7 +122,7 @@ def parse_value(field: str, text: str, current: Any) -> Any:
         if isinstance(current, float):
             return float(text)
     except ValueError:
-        raise ConfigError(f"config field {field}={text!r}: expected a "
+        raise ConfigError(f"config field {field}={short(text)}: expected a "
                           f"{type(current).__name__}") from None
     return text
 
@@ -139,27 +145,15 @@ def to_dict(config) -> dict:
 
 # ----------------------------------------------------------------------------- checks
 
-CHOICES = {
-    "model.name": ("luna", "transformer"),
-    "model.init": ("official", "bert", "lra"),
-    "model.gelu": ("exact", "tanh"),
-    "model.positions": ("learned", "sinusoidal"),
-    "model.pooling": ("cls", "first", "mean", "mean_all"),
-    "model.classifier_activation": ("relu", "gelu", "tanh"),
-    "model.tower_combine": ("concat", "concat_mul_sub"),
-    "model.dtype": ("float32", "bfloat16"),
-    "optim.schedule": ("inverse_sqrt", "cosine", "constant"),
-}
-ATTENTION_IMPLS = {"luna": ("xla", "pallas", "auto"),
-                   "transformer": ("xla", "dot_product", "cudnn")}
-POSITIVE = ("data.max_length", "data.batch_size", "data.eval_batch_size", "model.emb_dim",
-            "model.num_layers", "model.num_heads", "model.mlp_dim", "model.proj_len",
-            "model.classifier_dim", "train.num_steps", "train.eval_every", "train.log_every",
-            "train.checkpoint_every", "train.keep_checkpoints")
-NON_NEGATIVE = ("model.classifier_layers", "optim.warmup_steps", "optim.warmup_init_lr",
-                "optim.end_lr", "optim.weight_decay", "optim.grad_clip_norm")
-RATES = ("model.dropout_rate", "model.attention_dropout_rate", "model.activation_dropout_rate",
-         "optim.b1", "optim.b2")  # in [0, 1)
+CHOICES = {"optim.schedule": ("inverse_sqrt", "cosine", "constant")}
+POSITIVE = ("data.max_length", "data.batch_size", "data.eval_batch_size", "train.num_steps",
+            "train.eval_every", "train.log_every", "train.checkpoint_every",
+            "train.keep_checkpoints")
+NON_NEGATIVE = ("optim.warmup_steps", "optim.warmup_init_lr", "optim.end_lr",
+                "optim.weight_decay", "optim.grad_clip_norm")
+RATES = ("optim.b1", "optim.b2")  # in [0, 1)
+# attention implementations that need a GPU or TPU (a model's attention_impl field)
+ACCELERATOR_IMPLS = ("pallas", "cudnn")
 
 
 def check(config, *, devices: int = 1, processes: int = 1, backend: str = "cpu") -> None:
@@ -169,18 +163,19 @@ def check(config, *, devices: int = 1, processes: int = 1, backend: str = "cpu")
     get = lambda f: flat.get(f)
     if not get("data.task"):
         raise ConfigError("config field data.task is empty: use a config file from configs/")
-    _check_choice("model.name", get("model.name"), CHOICES["model.name"])
-    _check_choice("optim.schedule", get("optim.schedule"), CHOICES["optim.schedule"])
+    check_choice("data.task", get("data.task"), sorted(data_lib.TASK_MODULES))
+    for field, allowed in CHOICES.items():
+        check_choice(field, get(field), allowed)
     for field in POSITIVE:
-        _check_number(field, get(field), integer=True, low=1)
+        check_number(field, get(field), integer=True, low=1)
     for field in NON_NEGATIVE:
-        _check_number(field, get(field), integer=field == "model.classifier_layers", low=0)
+        check_number(field, get(field), integer=False, low=0)
     for field in RATES:
-        _check_number(field, get(field), integer=False, low=0, below=1)
-    _check_number("optim.learning_rate", get("optim.learning_rate"), integer=False, low=0,
-                  strict=True)
-    _check_number("optim.eps", get("optim.eps"), integer=False, low=0, strict=True)
-    check_model(config["model"])
+        check_number(field, get(field), integer=False, low=0, below=1)
+    check_number("optim.learning_rate", get("optim.learning_rate"), integer=False, low=0,
+                 strict=True)
+    check_number("optim.eps", get("optim.eps"), integer=False, low=0, strict=True)
+    models.model_config(config["model"])  # the model's fields, by the model's own checks
     for field in ("data.batch_size", "data.eval_batch_size"):
         if get(field) % devices:
             raise ConfigError(f"config field {field}={get(field)}: must be a multiple of the "
@@ -188,78 +183,10 @@ def check(config, *, devices: int = 1, processes: int = 1, backend: str = "cpu")
     if get("data.batch_size") % processes:
         raise ConfigError(f"config field data.batch_size={get('data.batch_size')}: must be a "
                           f"multiple of the {processes} processes of this run")
-    if get("model.name") == "luna" and get("model.attention_impl") == "pallas" \
-            and backend not in ("gpu", "cuda", "tpu"):
-        raise ConfigError(f"config field model.attention_impl='pallas': needs a GPU or TPU, "
-                          f"this run's backend is {backend!r}; use 'xla' or 'auto'")
-
-
-def check_model(model) -> None:
-    """The model's own rules (build_model calls this too): `model` is a config's `model`
-    field (a ConfigDict or a dict)."""
-    get = lambda f: model[f]
-    for field, allowed in CHOICES.items():
-        if field.startswith("model."):
-            _check_choice(field, get(field[len("model."):]), allowed)
-    _check_choice("model.attention_impl", get("attention_impl"), ATTENTION_IMPLS[get("name")])
-    _check_number("model.qkv_dim", get("qkv_dim"), integer=True, low=0)
-    _check_number("model.layer_norm_epsilon", get("layer_norm_epsilon"), integer=False, low=0,
-                  strict=True)
-    _check_heads(get("emb_dim"), get("qkv_dim"), get("num_heads"))
-    if get("pooling") == "cls" and not get("use_cls"):
-        raise ConfigError("config field model.pooling='cls': needs model.use_cls=True "
-                          "(or model.pooling='first', 'mean' or 'mean_all')")
-    if get("name") == "transformer" and get("attention_impl") != "xla" \
-            and get("attention_dropout_rate") > 0:
-        raise ConfigError(f"config field model.attention_impl={get('attention_impl')!r}: "
-                          "has no attention dropout; set model.attention_dropout_rate=0 or "
-                          "use 'xla'")
-    if get("name") == "luna":
-        _check_luna(get)
-    layers, width = get("classifier_layers"), get("classifier_dim")
-    if get("classifier_halving") and isinstance(layers, int) and isinstance(width, int) \
-            and layers > 1 and width >> (layers - 1) < 1:
-        raise ConfigError(f"config field model.classifier_halving=True: model.classifier_dim="
-                          f"{width} halved {layers - 1} times leaves no unit")
-
-
-def _check_heads(emb_dim, qkv_dim, heads) -> None:
-    """q/k/v (qkv_dim, else emb_dim) split evenly into heads."""
-    field, width = ("model.qkv_dim", qkv_dim) if qkv_dim else ("model.emb_dim", emb_dim)
-    if isinstance(width, int) and isinstance(heads, int) and heads > 0 and width % heads:
-        raise ConfigError(f"config field {field}={width}: must be a multiple of "
-                          f"model.num_heads={heads}")
-
-
-def _check_luna(get) -> None:
-    """Luna's own rules: the official code's options only."""
-    if get("normalize_before") and get("embed_layer_norm"):
-        # LunaLRAEncoder: `assert not layernorm_embedding or not normalize_before`
-        raise ConfigError("config fields model.normalize_before=True and "
-                          "model.embed_layer_norm=True: the official Luna encoder forbids the "
-                          "embedding LayerNorm with pre-LN; set model.embed_layer_norm=False")
-    if get("qkv_dim"):
-        raise ConfigError(f"config field model.qkv_dim={get('qkv_dim')}: Luna's q/k/v have "
-                          "the model width; set 0 (it is a transformer field)")
-    if get("init") == "lra":
-        raise ConfigError("config field model.init='lra': LRA's Transformer scheme; Luna "
-                          "keeps its official schemes ('official' or 'bert')")
-
-
-def _check_choice(field: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"config field {field}={value!r}: expected one of {list(allowed)}")
-
-
-def _check_number(field, value, *, integer, low, below=None, strict=False) -> None:
-    kind = "an integer" if integer else "a number"
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    ok = ok and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if strict else value >= low) and (below is None or value < below)
-    if not ok:
-        bounds = (f"> {low}" if strict else f">= {low}") + (f" and < {below}" if below else "")
-        raise ConfigError(f"config field {field}={value!r}: expected {kind} {bounds}")
+    impl = get("model.attention_impl")
+    if impl in ACCELERATOR_IMPLS and backend not in ("gpu", "cuda", "tpu"):
+        raise ConfigError(f"config field model.attention_impl={impl!r}: needs a GPU or TPU, "
+                          f"this run's backend is {backend!r}; use another (e.g. 'xla')")
 
 
 # ----------------------------------------------------------------------------- the same run

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 
+import jax
 from etils import epath
 
 log = logging.getLogger("luna_lra")
@@ -36,8 +38,6 @@ class MetricsWriter:
     stores cannot append."""
 
     def __init__(self, workdir: str, resume_step: int):
-        import jax
-
         self.enabled = jax.process_index() == 0
         self.path = epath.Path(workdir) / "metrics.jsonl"
         self.lines: list[str] = []
@@ -59,8 +59,13 @@ class MetricsWriter:
 
     def _rewrite(self) -> None:
         tmp = self.path.parent / (self.path.name + ".tmp")
-        tmp.write_text("".join(self.lines))
-        tmp.replace(self.path)
+        try:
+            tmp.write_text("".join(self.lines))
+            tmp.replace(self.path)
+        except OSError as e:  # a full disk: no temporary left, the path named
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise OSError(e.errno, e.strerror, os.fspath(self.path)) from None
 
     def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -69,9 +74,12 @@ class MetricsWriter:
         self.lines.append(line)
         if "://" in os.fspath(self.path):
             self._rewrite()
-        else:
+            return
+        try:
             with self.path.open("a") as f:
                 f.write(line)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, os.fspath(self.path)) from None
         if self.tb is not None:
             for k, v in metrics.items():
                 self.tb.add_scalar(f"{split}/{k}", v, step)

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from luna_lra import config as config_lib
-from luna_lra import sweep_state
+from luna_lra.sweep import state as sweep_state
 from luna_lra.metrics_log import read_lines
 from luna_lra.results import (
     COLUMNS, PUBLISHED, REDUCED_MARK, ROW_ORDER, STANDARD_TASKS, BadResultError,
@@ -397,6 +397,8 @@ def write_lra_table(root: str, out: str = "results", skip_bad: bool = False,
     Raises BadResultError (every malformed file named) unless skip_bad; ValueError if none."""
     if not os.path.isdir(root):
         raise ValueError(f"--root {root!r}: no such directory")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out!r}: is a file; expected a folder for the tables")
     results, skipped = collect_results(root, skip_bad)
     for s in skipped:
         warnings.warn(f"skipped malformed result.json: {s}", stacklevel=2)
@@ -438,6 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             paths = write_lra_table(args.root, args.out, args.skip_bad, command)
         except (BadResultError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
+            return 1
+        except OSError as e:  # --out cannot be written
+            print(f"error: {e.filename}: {e.strerror}", file=sys.stderr)
             return 1
     with open(paths["md"]) as f:
         print(f.read())

@@ -5,6 +5,7 @@ table of them).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -13,13 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from luna_lra import models
+
 
 def published_for(result: dict) -> dict[str, Any]:
     """{'paper_accuracy': the published test accuracy (a fraction) of this result's model and
     task, or None; 'paper_source': where it is from (with 'FAIL' where the paper says the model
-    did not learn the task)}, from PUBLISHED; only the standard variants have one."""
+    did not learn the task)}, from PUBLISHED; a reduced variant has none."""
     row = PUBLISHED.get(model_label(result), {})
-    figure = row.get(task_column(result)) if variant_of(result) in STANDARD_VARIANTS else None
+    figure = row.get(task_column(result)) if variant_of(result) != REDUCED_VARIANT else None
     if figure is None:
         return {"paper_accuracy": None, "paper_source": ""}
     if isinstance(figure, str):
@@ -28,11 +31,17 @@ def published_for(result: dict) -> dict[str, Any]:
 
 
 def write_json_atomic(path: str, obj) -> None:
-    """Writes JSON to a temporary name, then renames it: a kill never leaves half a file."""
+    """Writes JSON to a temporary name, then renames it: a kill never leaves half a file. A
+    failed write (a full disk) leaves no temporary file and raises OSError naming `path`."""
     tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise OSError(e.errno, e.strerror, path) from None
 
 
 def majority_baseline(train_targets, test_targets) -> float:
@@ -48,14 +57,15 @@ def _pct(x) -> str:
 
 def run_table(result: dict[str, Any]) -> str:
     """A Markdown table for one result.json, with how it was made."""
-    reduced = result["variant"] == "tiny"
+    reduced = result["variant"] == REDUCED_VARIANT
+    label = model_label(result)
     lines = [
-        f"# {result.get('name') or result['task']} — {result['model']} ({result['variant']})",
+        f"# {result.get('name') or result['task']} — {label} ({result['variant']})",
         "",
         "| Task | Model | Test acc. (%) | Val acc. (%) | Best step | Steps | Majority baseline (%) "
         "| Published (%) |",
         "|---|---|---|---|---|---|---|---|",
-        f"| {result['task']} | {result['model']}:{result['variant']}{' (reduced)' if reduced else ''} "
+        f"| {result['task']} | {label} ({result['variant']}){' (reduced)' if reduced else ''} "
         f"| {_pct(result['test_accuracy'])} | {_pct(result['val_accuracy'])} | {result['step']} "
         f"| {result['num_steps']} | {_pct(result['majority_baseline_test_accuracy'])} "
         f"| {_pct(result['paper_accuracy'])} |",
@@ -89,8 +99,8 @@ def write_run_table(result: dict[str, Any], results_dir: str) -> str:
 
 STANDARD_TASKS = ("ListOps", "Text", "Retrieval", "Image", "Pathfinder")
 COLUMNS = STANDARD_TASKS + ("Path-X",)
-STANDARD_VARIANTS = ("transformer", "luna16", "luna128", "luna256")
-ROW_ORDER = ("Transformer", "Luna-16", "Luna-128", "Luna-256")
+REDUCED_VARIANT = "tiny"  # every config file's CPU demo: reduced data and model
+ROW_ORDER = ("Transformer", "Luna-16", "Luna-128", "Luna-256")  # the LRA table's first rows
 REDUCED_MARK = "†"
 
 # Published LRA test accuracy (%). Only figures checked against the papers are listed: none for
@@ -165,6 +175,8 @@ def validate_result(result: Any, path: str) -> dict[str, Any]:
 
 def load_result(path: str) -> dict[str, Any]:
     """Reads and validates one result.json (BadResultError naming the file if malformed)."""
+    if not os.path.isfile(path):  # a FIFO or a device would block or never end
+        raise BadResultError(f"{path}: not a regular file")
     try:
         with open(path) as f:
             result = json.load(f)
@@ -176,11 +188,14 @@ def load_result(path: str) -> dict[str, Any]:
     return validate_result(result, path)
 
 
-def find_results(root: str) -> list[str]:
+def find_results(root: str, unreadable: list[str] | None = None) -> list[str]:
     """Every result.json under root. A directory holding one is a run's workdir: its
-    subdirectories (checkpoints/, best/, tensorboard/) are not searched."""
+    subdirectories (checkpoints/, best/, tensorboard/) are not searched. Folders that cannot
+    be read are added to `unreadable` ('path: why')."""
     paths = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    on_error = None if unreadable is None else (
+        lambda e: unreadable.append(f"{e.filename}: cannot be read ({e.strerror})"))
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):
         if "result.json" in filenames:
             paths.append(os.path.join(dirpath, "result.json"))
             dirnames[:] = []
@@ -193,7 +208,7 @@ def collect_results(root: str, skip_bad: bool = False) -> tuple[list[dict], list
     """([result + '_path'], [skipped: 'path: why']). A malformed file raises BadResultError
     listing every malformed file, unless skip_bad."""
     good, bad = [], []
-    for path in find_results(root):
+    for path in find_results(root, bad):
         try:
             result = load_result(path)
         except BadResultError as e:
@@ -201,9 +216,9 @@ def collect_results(root: str, skip_bad: bool = False) -> tuple[list[dict], list
             continue
         good.append({**result, "_path": path})
     if bad and not skip_bad:
-        raise BadResultError(f"{len(bad)} malformed result.json file(s) under {root} (fix or "
-                             "remove them, or pass --skip-bad to leave them out):\n  " +
-                             "\n  ".join(bad))
+        raise BadResultError(f"{len(bad)} malformed result.json file(s) or unreadable "
+                             f"folder(s) under {root} (fix or remove them, or pass --skip-bad "
+                             "to leave them out):\n  " + "\n  ".join(bad))
     return good, bad
 
 
@@ -231,16 +246,11 @@ def task_column(result: dict) -> str:
 
 
 def model_label(result: dict) -> str:
-    """Transformer | Luna-<proj_len> | the model's name."""
-    if result["model"] == "transformer":
-        return "Transformer"
-    if result["model"] == "luna":
-        proj_len = result["config"].get("model", {}).get("proj_len")
-        if proj_len is None:
-            m = re.match(r"luna(\d+)$", result.get("variant") or "")
-            proj_len = int(m.group(1)) if m else None
-        return f"Luna-{proj_len}" if proj_len is not None else "Luna"
-    return result["model"]
+    """The model's row label (Transformer, Luna-256, a user model's label), as the run recorded
+    it, else as its model gives it from the config."""
+    if result.get("model_label"):
+        return result["model_label"]
+    return models.label({**result["config"].get("model", {}), "name": result["model"]})
 
 
 def variant_of(result: dict) -> str:
@@ -248,10 +258,9 @@ def variant_of(result: dict) -> str:
 
 
 def row_key(result: dict) -> str:
-    """The table row: the model label, plus the variant for non-standard variants (tiny ...)."""
-    variant = variant_of(result)
+    """The table row: the model label, plus the variant for a reduced one (tiny)."""
     label = model_label(result)
-    return label if not variant or variant in STANDARD_VARIANTS else f"{label} · {variant}"
+    return f"{label} · {REDUCED_VARIANT}" if variant_of(result) == REDUCED_VARIANT else label
 
 
 def config_spec(result: dict) -> str:
@@ -263,7 +272,7 @@ def reduced_reasons(result: dict) -> list[str]:
     """Why this run is a reduced configuration (empty: it is not): the `tiny` variant, or
     train.num_steps / data.max_length set below its config file's value."""
     reasons = []
-    if variant_of(result) == "tiny":
+    if variant_of(result) == REDUCED_VARIANT:
         reasons.append("variant tiny (CPU demo: short sequences, small model)")
     changed = result.get("changed_from_config_file") or {}
     for field in ("train.num_steps", "data.max_length"):

@@ -1,4 +1,4 @@
-"""Shared by test_pallas_gpu.py and test_pallas_tpu.py: random cases with ragged and all-padded
+"""Shared by test_ops_pallas_gpu.py and test_ops_pallas_tpu.py: random cases with ragged and all-padded
 examples (tiny ones, and ones at the shapes the models run), and the kernel-vs-reference check
 of outputs and dq, dk, dv."""
 

@@ -4,7 +4,7 @@ ported weights still load: tests/data/param_trees_6785641.json was written by
     cd <a checkout of 6785641> && python - --write OUT.json < /path/to/tests/param_tree_check.py
 
 (stdin keeps the checkout's own luna_lra first on the import path). Each entry stores the
-model config and task it was built from with its tree, so test_param_tree.py rebuilds the same
+model config and task it was built from with its tree, so test_models_param_tree.py rebuilds the same
 models today however the config files change. Models are built at their config's
 data.max_length (4,000 for Text, etc.); only shapes are computed (jax.eval_shape).
 
@@ -27,6 +27,7 @@ import sys
 import jax
 import jax.numpy as jnp
 
+from luna_lra.config import apply_overrides
 from luna_lra.data import get_task_module
 from luna_lra.models import build_model
 
@@ -81,8 +82,7 @@ def all_trees(root: str = ".") -> dict:
             out[f"{name}:{variant}"] = entry(load_config(path, variant))
     for label, overrides in OPTIONS.items():
         config = load_config(os.path.join(root, "configs", "text.py"), "tiny")
-        for key, value in overrides.items():
-            config.model[key] = value
+        apply_overrides(config, {f"model.{k}": v for k, v in overrides.items()})
         out[f"text:tiny+{label}"] = entry(config)
     return out
 

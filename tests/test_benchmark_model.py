@@ -41,7 +41,7 @@ def test_fit_slope_skips_missing_points():
 def test_lengths_parse_and_print():
     assert [model._parse_length(x) for x in "1K,2k,3072,16K".split(",")] == \
         [1024, 2048, 3072, 16384]
-    assert model._length_name(16384) == "16K" and model._length_name(1000) == "1000"
+    assert measure.length_name(16384) == "16K" and measure.length_name(1000) == "1000"
 
 
 # ------------------------------------------------------------------------------ report
@@ -63,8 +63,9 @@ def _synthetic():
     meta = dict(mode="cpu", machine="test machine", device_kind="cpu", backend="cpu",
                 jax_version="x", commit="abc", command="python -m luna_lra.benchmark model",
                 model_desc="m", batch=2, dtype="float32", dropout_desc="zero", steps=3, warmup=1,
-                memory="rss", isolation_desc="i", oom_desc="o", lengths=ns,
-                models=["transformer", "luna16"], wall_s=1.0)
+                memory="rss", memory_desc=model.MEMORY_MEASURES["rss"], isolation_desc="i",
+                oom_desc="o", lengths=ns, models=["transformer", "luna16"], wall_s=1.0,
+                labels={v: model.row_label(v) for v in ("transformer", "luna16")})
     return meta, rows
 
 

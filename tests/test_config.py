@@ -3,16 +3,15 @@ the same run."""
 
 import glob
 import os
-import subprocess
-import sys
 
 import pytest
 
+from conftest import REPO, run_train
 from luna_lra import config as config_lib
-from luna_lra.defaults import VARIANTS, recipe
+from luna_lra.defaults import recipe
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(os.path.relpath(p, REPO) for p in glob.glob(f"{REPO}/configs/*.py"))
+VARIANTS = ("luna16", "luna128", "luna256", "transformer", "tiny")  # every config file's
 
 
 @pytest.fixture(autouse=True)
@@ -28,8 +27,9 @@ def test_every_variant_loads_and_passes_the_checks(path, variant):
     assert c.variant == variant and c.config_file == path
     if variant.startswith("luna"):
         assert c.model.name == "luna" and c.model.proj_len == int(variant[4:])
-    if variant == "transformer":
+    if variant == "transformer":  # LRA's MlpBlock: the model's dropout after the GELU too
         assert c.model.name == "transformer"
+        assert c.model.activation_dropout_rate == c.model.dropout_rate
 
 
 def test_overrides_are_parsed_by_the_field_type():
@@ -55,9 +55,22 @@ def test_loader_mistakes_name_the_field(spec, overrides, message):
 
 
 def test_a_recipe_cannot_set_a_field_that_does_not_exist():
-    with pytest.raises(KeyError, match="model.emb_size"):
-        recipe("x.py", "luna16", data={}, luna={"model": {"emb_size": 3}}, transformer={},
-               tiny={})
+    with pytest.raises(ValueError, match="model.emb_size .model 'luna' has no such field"):
+        recipe("x.py", "luna16", data={}, recipes={"luna": {"model": {"name": "luna",
+                                                                     "emb_size": 3}}})
+    with pytest.raises(ValueError, match="model.qkv_dim .model 'luna'"):  # the Transformer's
+        recipe("x.py", "luna", data={}, recipes={"luna": {"model": {"name": "luna",
+                                                                   "qkv_dim": 3}}})
+
+
+def test_model_name_override_switches_the_model_fields():
+    c = config_lib.load("configs/listops.py:tiny", {"model.name": "transformer",
+                                                    "model.qkv_dim": "32"})
+    assert c.model.name == "transformer" and c.model.qkv_dim == 32 and "proj_len" not in c.model
+    assert c.model.emb_dim == 64 and c.model.num_layers == 2  # shared fields keep the recipe's
+    config_lib.check(c)
+    with pytest.raises(config_lib.ConfigError, match="model.name='no_such_model': no such"):
+        config_lib.load("configs/listops.py:tiny", {"model.name": "no_such_model"})
 
 
 BAD = [  # (overrides, what the one line must name)
@@ -78,6 +91,7 @@ BAD = [  # (overrides, what the one line must name)
     ({"model.attention_impl": "pallas"}, "needs a GPU or TPU"),
     ({"model.pooling": "cls", "model.use_cls": "false"}, "model.pooling='cls': needs"),
     ({"data.task": ""}, "data.task is empty"),
+    ({"data.task": "foo"}, "data.task='foo': expected one of"),
 ]
 
 
@@ -131,9 +145,7 @@ def test_a_run_may_be_extended_not_shortened_nor_changed():
 
 
 def _cli(*argv):
-    return subprocess.run([sys.executable, "-m", "luna_lra.train", *argv], cwd=REPO,
-                          capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    return run_train(argv, check=False, timeout=120)
 
 
 @pytest.mark.parametrize("extra, message", [

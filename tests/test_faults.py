@@ -8,62 +8,24 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
-import time
 
+import jax
 import numpy as np
 import pytest
 
+from conftest import one_line_error, result, run_train, start, train_args, wait_for
 from luna_lra import checkpoints
-from luna_lra.data import listops_generator
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
 STEPS = 200
 
 
 def args(data_dir, workdir, steps=STEPS, **extra):
-    o = {"data.data_dir": data_dir, "data.max_length": 48, "data.batch_size": 16,
-         "data.eval_batch_size": 50, "model.emb_dim": 16, "model.mlp_dim": 32,
-         "model.num_heads": 2, "model.num_layers": 1, "model.classifier_dim": 16,
-         "model.dropout_rate": 0.1, "model.attention_dropout_rate": 0.1,
-         "train.num_steps": steps, "train.eval_every": 50, "train.log_every": 10,
-         "train.checkpoint_every": 10, "train.results_dir": "", "train.progress_bar": False,
-         **extra}
-    return (["--config", "configs/listops.py:tiny", "--workdir", str(workdir)]
-            + [f"--config.{k}={v}" for k, v in o.items()])
-
-
-def env(devices=1):
-    return dict(os.environ, JAX_PLATFORMS="cpu",
-                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return train_args(data_dir, workdir, steps, **extra)
 
 
 def train(argv, check=True, devices=1):
-    out = subprocess.run([sys.executable, "-m", "luna_lra.train", *argv], cwd=REPO,
-                         env=env(devices), capture_output=True, text=True, timeout=300)
-    if check and out.returncode != 0:
-        raise AssertionError(f"exit {out.returncode}:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
-    return out
-
-
-def start(argv, **kw):
-    return subprocess.Popen([sys.executable, "-m", "luna_lra.train", *argv], cwd=REPO, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kw)
-
-
-def result(workdir):
-    with open(os.path.join(workdir, "result.json")) as f:
-        return json.load(f)
-
-
-def wait_for(predicate, proc, what, timeout=120):
-    deadline = time.time() + timeout
-    while not predicate():
-        assert proc.poll() is None, f"the run ended before {what}"
-        assert time.time() < deadline, f"no {what} after {timeout} s"
-        time.sleep(0.001)
+    return run_train(argv, check=check, devices=devices)
 
 
 def checkpoint_names(workdir):
@@ -71,21 +33,9 @@ def checkpoint_names(workdir):
     return os.listdir(path) if os.path.isdir(path) else []
 
 
-def one_line_error(out):
-    lines = [l for l in out.stderr.splitlines() if l.strip() and "WARNING" not in l
-             and not l.startswith(("W0", "I0", "E0"))]
-    assert "Traceback" not in out.stderr, out.stderr[-3000:]
-    assert len(lines) == 1, out.stderr[-3000:]
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("listops")
-    listops_generator.generate(str(d), num_train=800, num_val=100, num_test=100, min_length=5,
-                               max_length=48, max_depth=5, max_args=5, seed=0,
-                               show_progress=False)
-    return str(d)
+def data_dir(listops_dir):
+    return listops_dir
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +72,7 @@ def resume_matches(reference, data_dir, workdir, **extra):
 
 def test_sigkill_while_the_best_parameters_are_saved(data_dir, reference, tmp_path):
     workdir = tmp_path / "killed"
-    proc = start(args(data_dir, workdir))
+    proc = start("luna_lra.train", *args(data_dir, workdir))
     # Step 50 is an evaluation that improves (the first), so its save holds the best params.
     wait_for(lambda: any(n.startswith("50") for n in checkpoint_names(workdir)), proc,
              "the save of step 50")
@@ -194,11 +144,11 @@ def test_divergence_stops_at_a_finite_checkpoint(data_dir, tmp_path):
     assert named != "none", line
     step = int(named.rsplit("/", 1)[1])
     params = checkpoints.load_params(str(workdir), step=step)
-    leaves = [np.asarray(x) for x in __import__("jax").tree.leaves(params)]
+    leaves = [np.asarray(x) for x in jax.tree.leaves(params)]
     assert all(np.isfinite(x).all() for x in leaves)
     for name in checkpoint_names(workdir):  # no checkpoint holds non-finite weights
         if name.isdigit():
-            for x in __import__("jax").tree.leaves(
+            for x in jax.tree.leaves(
                     checkpoints.load_params(str(workdir), step=int(name))):
                 assert np.isfinite(np.asarray(x)).all(), name
 
@@ -208,13 +158,13 @@ def test_one_process_preempted_stops_both_at_one_step(data_dir, tmp_path):
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     workdir = tmp_path / "two"
-    procs = [start(args(data_dir, workdir, steps=2000) + [
+    procs = [start("luna_lra.train", *args(data_dir, workdir, steps=2000), *[
         f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"])
         for i in range(2)]
     wait_for(lambda: "20" in checkpoint_names(workdir), procs[0], "a checkpoint")
     procs[1].send_signal(signal.SIGTERM)  # only one of the two gets the notice
     errs = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [143, 143], errs[0][-2000:] + errs[1][-2000:]
-    steps = {int(e.split("notice at step ")[1].split(":")[0]) for e in errs}
+    steps = {int(e.split("stopped at step ")[1].split(" ")[0]) for e in errs}
     assert len(steps) == 1, steps  # both saved and stopped at the same step
     assert str(steps.pop()) in checkpoint_names(workdir)

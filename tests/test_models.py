@@ -15,10 +15,10 @@ TASK = TaskInfo(name="toy", num_classes=5, vocab_size=20, max_length=24)
 
 
 def small_model_cfg(name="luna", **overrides):
-    c = base_config().model
-    c.name = name
+    c = base_config(name).model
     c.emb_dim, c.num_heads, c.mlp_dim, c.num_layers = 16, 2, 32, 2
-    c.proj_len = 8
+    if name == "luna":
+        c.proj_len = 8
     c.classifier_dim = 16
     for k, v in overrides.items():
         c[k] = v
@@ -142,8 +142,10 @@ def test_two_towers_share_one_encoder():
 
 
 def test_bad_model_config_names_the_field():
-    with pytest.raises(ValueError, match="model.name"):
-        build_model(small_model_cfg("rnn"), TASK)
+    with pytest.raises(ValueError, match="model.name='rnn': no such model"):
+        small_model_cfg("rnn")
+    with pytest.raises(ValueError, match="model.qkv_dim: model 'luna' has no such field"):
+        build_model(small_model_cfg(qkv_dim=8), TASK)
     with pytest.raises(ValueError, match="model.pooling"):
         build_model(small_model_cfg(use_cls=False), TASK)
     for field, value in (("init", "xavier"), ("positions", "rope"), ("dtype", "float16"),
@@ -363,8 +365,10 @@ def test_luna_sinusoidal_is_the_official_scaled_path_and_the_transformer_keeps_l
 def test_luna_sinusoidal_adds_scaled_positions_to_p():
     from luna_lra.models.embed import fairseq_sinusoidal_positions
 
-    model = build_model(small_model_cfg(positions="sinusoidal", embed_layer_norm=False,
-                                        num_layers=0), TASK)
+    from luna_lra.models import Classifier, model_config
+
+    cfg = model_config(small_model_cfg(positions="sinusoidal", embed_layer_norm=False), TASK)
+    model = Classifier(dataclasses.replace(cfg, num_layers=0))  # the initial P, no layer
     toks = _tokens([9], 9)
     params, _ = _init_apply(model, toks)
     x, mask = _embed(model, params, toks)
@@ -431,17 +435,12 @@ def test_dropout_mask_of_the_first_rows_is_that_of_the_whole():
 def test_cls_row_only_in_the_pallas_kernels():
     """The unpack kernel with one query row (interpret mode) gives the full model's logits and
     gradients, dropout on (the kernels' counter-hash mask has the same bits at row 0)."""
-    import dataclasses
-
-    from luna_lra.models import Classifier, ModelConfig
-
     toks = _tokens([16, 9, 3], 16, seed=7)
     results = []
     for cls_only in (True, False):
         cfg = small_model_cfg("luna", attention_impl="pallas", last_layer_cls_only=cls_only,
                               dropout_rate=0.1, attention_dropout_rate=0.1)
-        model = Classifier(dataclasses.replace(ModelConfig.from_config(cfg, TASK),
-                                               interpret=True))
+        model = build_model(cfg, TASK, interpret=True)
         params = model.init(jax.random.key(0), toks, toks != 0)["params"]
         loss = lambda p: jnp.sum(jnp.sin(model.apply(
             {"params": p}, toks, toks != 0, train=True, rngs={"dropout": jax.random.key(5)})))

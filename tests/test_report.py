@@ -300,3 +300,28 @@ def test_published_figures_come_from_the_one_table():
     failed = results.published_for(res("pathfinder", "transformer", "transformer",
                                        data={"resolution": 128}))
     assert failed["paper_accuracy"] is None and failed["paper_source"].endswith(": FAIL")
+
+
+def test_an_unreadable_folder_is_named_not_skipped(tmp_path, monkeypatch):
+    make_run(tmp_path / "runs", "a")
+    (tmp_path / "runs" / "locked").mkdir()
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(results.BadResultError, match=r"locked: cannot be read \(Permission"):
+        results.collect_results(str(tmp_path / "runs"))
+    found, bad = results.collect_results(str(tmp_path / "runs"), skip_bad=True)
+    assert len(found) == 1 and "locked: cannot be read" in bad[0]
+
+
+def test_a_model_of_a_users_is_its_recorded_label():
+    result = {"task": "text", "model": "my_pkg.gone", "variant": "mine",
+              "model_label": "My attention (k=3)", "config": {"model": {"name": "my_pkg.gone"}}}
+    assert results.row_key(result) == "My attention (k=3)"
+    del result["model_label"]  # an older record, its model not importable here: its name
+    assert results.row_key(result) == "my_pkg.gone"

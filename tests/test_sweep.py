@@ -11,7 +11,9 @@ import time
 
 import pytest
 
-from luna_lra import config as config_lib, sweep, sweep_local
+from luna_lra import config as config_lib
+from luna_lra.sweep import cli, driver, local
+from luna_lra.sweep import runs as sweep_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,7 +33,7 @@ def write_sweep(tmp_path, body, name="sweep.py"):
 
 
 def test_grid_is_a_product_with_names_from_the_grid_values():
-    runs = sweep.grid({"task": ["listops", "text"], "variant": ["luna16", "luna256"],
+    runs = sweep_runs.grid({"task": ["listops", "text"], "variant": ["luna16", "luna256"],
                        "optim.learning_rate": [1e-4, 5e-4], "seed": [0, 1]},
                       fixed={"train.num_steps": 100})
     assert len(runs) == 16
@@ -44,35 +46,35 @@ def test_grid_is_a_product_with_names_from_the_grid_values():
     assert runs[-1]["config"] == "configs/text.py:luna256"
     assert runs[-1]["name"] == "text-luna256-lr0.0005-seed1"
     assert len({r["name"] for r in runs}) == 16
-    assert all(sweep.SAFE_NAME.match(r["name"]) for r in runs)
+    assert all(sweep_runs.SAFE_NAME.match(r["name"]) for r in runs)
 
 
 def test_grid_with_config_axis_prefix_and_odd_values():
-    runs = sweep.grid({"optim.warmup_steps": [10], "model.attention_impl": ["pallas/gpu x"]},
+    runs = sweep_runs.grid({"optim.warmup_steps": [10], "model.attention_impl": ["pallas/gpu x"]},
                       fixed={"config": "configs/listops.py:tiny"}, prefix="demo")
     assert runs == [{"config": "configs/listops.py:tiny",
                      "overrides": {"optim.warmup_steps": 10, "model.attention_impl": "pallas/gpu x"},
                      "name": "demo-listops-tiny-warmup10-attention_implpallas_gpu_x"}]
-    runs = sweep.grid({"config": ["configs/listops.py:tiny", "configs/listops.py:luna16"]})
+    runs = sweep_runs.grid({"config": ["configs/listops.py:tiny", "configs/listops.py:luna16"]})
     assert [r["name"] for r in runs] == ["listops-tiny", "listops-luna16"]
-    with pytest.raises(sweep.SweepError, match="give `config`, or both `task` and `variant`"):
-        sweep.grid({"seed": [0]})
-    with pytest.raises(sweep.SweepError, match="expected a list of values"):
-        sweep.grid({"task": "listops", "variant": ["tiny"]})
+    with pytest.raises(sweep_runs.SweepError, match="give `config`, or both `task` and `variant`"):
+        sweep_runs.grid({"seed": [0]})
+    with pytest.raises(sweep_runs.SweepError, match="expected a list of values"):
+        sweep_runs.grid({"task": "listops", "variant": ["tiny"]})
 
 
 def test_shipped_sweep_files():
-    tiny = sweep.load_sweep("configs/sweeps/tiny.py")  # every config and field checked
+    tiny = sweep_runs.load_sweep("configs/sweeps/tiny.py")  # every config and field checked
     assert [r["name"] for r in tiny] == ["listops-tiny-lr0.001-seed0", "listops-tiny-lr0.001-seed1",
                                          "listops-tiny-lr0.003-seed0", "listops-tiny-lr0.003-seed1"]
-    table = sweep.load_sweep("configs/sweeps/lra_table.py", check_configs=False)
+    table = sweep_runs.load_sweep("configs/sweeps/lra_table.py", check_configs=False)
     names = [r["name"] for r in table]
     assert len(names) == 5 * 4 * 3 + 3 * 3 and len(set(names)) == len(names)
     assert "listops-luna256-seed0" in names and "pathx-luna16-seed2" in names
     assert "pathx-transformer-seed0" not in names  # the LRA Transformer failed Path-X
     # the runs whose config files exist so far pass the full check
     present = [r for r in table if os.path.isfile(r["config"].split(":")[0])]
-    assert present and sweep.check_runs(present) == present
+    assert present and sweep_runs.check_runs(present) == present
 
 
 # ----------------------------------------------------------------------------- bad sweep files
@@ -100,27 +102,27 @@ def test_shipped_sweep_files():
 ])
 def test_bad_sweep_files_are_refused_naming_the_run(tmp_path, capsys, runs, message):
     path = write_sweep(tmp_path, f"def get_sweep():\n    return {runs}\n")
-    with pytest.raises(sweep.SweepError, match=message):
-        sweep.load_sweep(path)
-    assert sweep.main(["--sweep", path, "--root", str(tmp_path / "r"), "--dry-run"]) == 2
+    with pytest.raises(sweep_runs.SweepError, match=message):
+        sweep_runs.load_sweep(path)
+    assert cli.main(["--sweep", path, "--root", str(tmp_path / "r"), "--dry-run"]) == 2
     assert path in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 
 def test_a_sweep_file_without_get_sweep_or_that_fails(tmp_path):
-    with pytest.raises(sweep.SweepError, match="sweep.py: defines no get_sweep"):
-        sweep.load_sweep(write_sweep(tmp_path, "RUNS = []\n"))
+    with pytest.raises(sweep_runs.SweepError, match="sweep.py: defines no get_sweep"):
+        sweep_runs.load_sweep(write_sweep(tmp_path, "RUNS = []\n"))
     body = "from luna_lra.sweep import grid\ndef get_sweep():\n    return grid({'seed': [0]})\n"
-    with pytest.raises(sweep.SweepError, match="bad.py: grid: give `config`"):
-        sweep.load_sweep(write_sweep(tmp_path, body, "bad.py"))
+    with pytest.raises(sweep_runs.SweepError, match="bad.py: grid: give `config`"):
+        sweep_runs.load_sweep(write_sweep(tmp_path, body, "bad.py"))
     broken = tmp_path / "broken_cfg.py"
     broken.write_text("def get_config(variant):\n    raise KeyError('oops')\n")
     runs = f"[{{'config': {str(broken) + ':x'!r}, 'name': 'r1'}}]"
-    with pytest.raises(sweep.SweepError, match="run #0 'r1': config .* could not be loaded: "
+    with pytest.raises(sweep_runs.SweepError, match="run #0 'r1': config .* could not be loaded: "
                                                "KeyError"):
-        sweep.load_sweep(write_sweep(tmp_path, f"def get_sweep():\n    return {runs}\n"))
-    with pytest.raises(sweep.SweepError, match="no sweep file"):
-        sweep.load_sweep(str(tmp_path / "missing.py"))
+        sweep_runs.load_sweep(write_sweep(tmp_path, f"def get_sweep():\n    return {runs}\n"))
+    with pytest.raises(sweep_runs.SweepError, match="no sweep file"):
+        sweep_runs.load_sweep(str(tmp_path / "missing.py"))
 
 
 # ----------------------------------------------------------------------------- running (faked)
@@ -137,7 +139,7 @@ def fake_result(run, workdir):
     os.makedirs(workdir, exist_ok=True)
     result = {"task": "listops", "variant": "tiny", "model": "luna", "test_accuracy": 0.5,
               "val_accuracy": 0.5, "step": 8, "num_steps": 8,
-              "config": config_lib.to_dict(sweep.run_config(run))}
+              "config": config_lib.to_dict(sweep_runs.run_config(run))}
     with open(os.path.join(workdir, "result.json"), "w") as f:
         json.dump(result, f)
 
@@ -159,17 +161,17 @@ def fake_train(monkeypatch):
         fake_result(run, workdir)
         return 0
 
-    monkeypatch.setattr(sweep_local, "_stream", stream)
+    monkeypatch.setattr(local, "_stream", stream)
     return calls
 
 
 def test_finished_runs_are_skipped_failures_logged_and_the_sweep_goes_on(tmp_path, capsys,
                                                                         fake_train):
     path = write_sweep(tmp_path, THREE)
-    runs = sweep.load_sweep(path)
+    runs = sweep_runs.load_sweep(path)
     root = tmp_path / "runs"
     fake_result(runs[0], str(root / runs[0]["name"]))  # seed 0 finished before
-    assert sweep.main(["--sweep", path, "--root", str(root)]) == 1
+    assert cli.main(["--sweep", path, "--root", str(root)]) == 1
     out = capsys.readouterr().out
     assert [c[c.index("--workdir") + 1] for c in fake_train] == [
         str(root / "listops-tiny-seed1"), str(root / "listops-tiny-seed2")]
@@ -185,34 +187,34 @@ def test_finished_runs_are_skipped_failures_logged_and_the_sweep_goes_on(tmp_pat
 
     # Again: only the failed run is started; --only filters; --dry-run runs nothing.
     fake_train.clear()
-    assert sweep.main(["--sweep", path, "--root", str(root), "--only", "seed2"]) == 0
+    assert cli.main(["--sweep", path, "--root", str(root), "--only", "seed2"]) == 0
     assert fake_train == [] and "finished, skipped" in capsys.readouterr().out
-    assert sweep.main(["--sweep", path, "--root", str(root), "--dry-run"]) == 0
+    assert cli.main(["--sweep", path, "--root", str(root), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert fake_train == [] and "listops-tiny-seed1: would run (starting)" in out
 
 
 def test_invalid_or_stale_results_are_not_counted_as_finished(tmp_path):
-    runs = sweep.load_sweep(write_sweep(tmp_path, THREE))
+    runs = sweep_runs.load_sweep(write_sweep(tmp_path, THREE))
     workdir = tmp_path / runs[0]["name"]
     workdir.mkdir()
     (workdir / "result.json").write_text("{broken")
-    status, why = sweep.run_status(runs[0], str(workdir))
+    status, why = driver.run_status(runs[0], str(workdir))
     assert status == "resume" and "not valid" in why
     (workdir / "result.json").unlink()
     (workdir / "checkpoints" / "2").mkdir(parents=True)  # interrupted after step 2
-    assert sweep.run_status(runs[0], str(workdir)) == (
+    assert driver.run_status(runs[0], str(workdir)) == (
         "resume", "resuming from the checkpoint at step 2")
-    assert sweep.run_status(runs[0], str(tmp_path / "nothing")) == ("new", "starting")
+    assert driver.run_status(runs[0], str(tmp_path / "nothing")) == ("new", "starting")
     fake_result(runs[1], str(workdir))  # the result of another seed in this workdir
-    status, why = sweep.run_status(runs[0], str(workdir))
+    status, why = driver.run_status(runs[0], str(workdir))
     assert status == "stale" and "seed: 1 vs 0 (result vs sweep)" in why
     longer = dict(runs[0], overrides={**runs[0]["overrides"], "train.num_steps": 16})
     fake_result(runs[0], str(workdir))
-    assert sweep.run_status(longer, str(workdir))[0] == "resume"  # more steps: continue
-    assert sweep.run_status(runs[0], str(workdir))[0] == "finished"
+    assert driver.run_status(longer, str(workdir))[0] == "resume"  # more steps: continue
+    assert driver.run_status(runs[0], str(workdir))[0] == "finished"
     other_dir = dict(runs[0], overrides={**runs[0]["overrides"], "data.data_dir": "/elsewhere"})
-    assert sweep.run_status(other_dir, str(workdir))[0] == "finished"  # bookkeeping only
+    assert driver.run_status(other_dir, str(workdir))[0] == "finished"  # bookkeeping only
 
 
 # ----------------------------------------------------------------------------- launch commands
@@ -241,7 +243,7 @@ def _check_train_argv(argv, root, seed):
 
 def test_print_commands_gpu(tmp_path, capsys):
     path = write_sweep(tmp_path, QUOTED)
-    assert sweep.main(["--sweep", path, "--root", "/runs/lra", "--print-commands", "gpu"]) == 0
+    assert cli.main(["--sweep", path, "--root", "/runs/lra", "--print-commands", "gpu"]) == 0
     out = capsys.readouterr().out
     commands = _commands(out)
     assert len(commands) == 2
@@ -252,7 +254,7 @@ def test_print_commands_gpu(tmp_path, capsys):
 
 def test_print_commands_tpu(tmp_path, capsys):
     path = write_sweep(tmp_path, QUOTED)
-    assert sweep.main(["--sweep", path, "--root", "/mnt/shared/lra", "--print-commands", "tpu",
+    assert cli.main(["--sweep", path, "--root", "/mnt/shared/lra", "--print-commands", "tpu",
                        "--only", "seed1", "--zone", "us-central2-b"]) == 0
     out = capsys.readouterr().out
     assert "jax.distributed" in out and "every worker runs the same command" in out
@@ -271,7 +273,7 @@ def test_print_commands_tpu(tmp_path, capsys):
 def test_print_commands_gpu_multi_host_is_one_command_per_host(tmp_path, capsys):
     three_hosts = QUOTED.replace('"train.results_dir": ""}', '"train.results_dir": ""}, hosts=3')
     path = write_sweep(tmp_path, three_hosts)
-    assert sweep.main(["--sweep", path, "--root", "/shared/lra", "--print-commands", "gpu",
+    assert cli.main(["--sweep", path, "--root", "/shared/lra", "--print-commands", "gpu",
                        "--only", "seed1", "--coordinator", "node-a:1234"]) == 0
     out = capsys.readouterr().out
     assert "# host 2 of 3" in out and "shared" in out

@@ -4,23 +4,23 @@ and a sweep interrupted and started again. Every result is checked against the s
 by `--backend local` (params_sha256, bitwise; float32 rounding for the two-process run).
 """
 
+import datetime
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import jax
 import numpy as np
 import pytest
 from ray.cluster_utils import Cluster
 
-from luna_lra import checkpoints
-from luna_lra.data import listops_generator
+from conftest import REPO, latest_checkpoint, wait_for
+from luna_lra import checkpoints, report
+from luna_lra.sweep import cli
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
 SEEDS = (0, 1)
 
@@ -75,32 +75,13 @@ def record(root, name, what="run"):
         return json.load(f)
 
 
-def latest_checkpoint(workdir):
-    path = os.path.join(workdir, "checkpoints")
-    names = os.listdir(path) if os.path.isdir(path) else []
-    return max((int(n) for n in names if n.isdigit()), default=0)
-
-
-def wait_for(predicate, proc, what, timeout=180):
-    deadline = time.time() + timeout
-    while not predicate():
-        assert proc.poll() is None, f"the sweep ended before {what}"
-        assert time.time() < deadline, f"no {what} after {timeout} s"
-        time.sleep(0.01)
-
-
 def seconds(iso):
-    import datetime
     return datetime.datetime.fromisoformat(iso).timestamp()
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("listops")
-    listops_generator.generate(str(d), num_train=400, num_val=50, num_test=50, min_length=5,
-                               max_length=48, max_depth=5, max_args=5, seed=0,
-                               show_progress=False)
-    return str(d)
+def data_dir(listops_dir):
+    return listops_dir
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +116,6 @@ def test_two_runs_at_a_time_equal_the_local_backend(data_dir, local, tmp_path):
 
 
 def test_a_killed_trainer_is_retried_and_a_mistake_is_not(data_dir, local, tmp_path, capsys):
-    from luna_lra import sweep
-
     path = write_sweep(tmp_path, data_dir, bad=True)
     root = tmp_path / "runs"
     victim = root / "listops-tiny-seed0"
@@ -144,7 +123,7 @@ def test_a_killed_trainer_is_retried_and_a_mistake_is_not(data_dir, local, tmp_p
                        "--cpus-per-run", "1", "--max-retries", "2")
     wait_for(lambda: latest_checkpoint(victim) >= 10, proc, "a checkpoint of seed0")
     pid = record(root, victim.name, "process0")["pid"]
-    assert sweep.main(["--sweep", path, "--root", str(root), "--status"]) == 0
+    assert cli.main(["--sweep", path, "--root", str(root), "--status"]) == 0
     table = capsys.readouterr().out
     assert any(line.startswith("listops-tiny-seed0") and " running " in line
                for line in table.splitlines()), table
@@ -162,11 +141,11 @@ def test_a_killed_trainer_is_retried_and_a_mistake_is_not(data_dir, local, tmp_p
 
     bad = record(root, "bad-listops-tiny-num_heads3")
     assert bad["state"] == "failed" and bad["attempt"] == 1 and bad["exit_status"] == 2
-    assert "a config or data mistake, not retried" in bad["error"]
+    assert "a config, data or workdir mistake, not retried" in bad["error"]
     assert "model.emb_dim=16: must be a multiple of model.num_heads=3" in bad["error"]
     assert out.count("bad-listops-tiny-num_heads3: FAILED") == 1
     assert "failed 1: bad-listops-tiny-num_heads3" in out
-    assert sweep.main(["--sweep", path, "--root", str(root), "--status"]) == 0
+    assert cli.main(["--sweep", path, "--root", str(root), "--status"]) == 0
     table = capsys.readouterr().out
     (line,) = [l for l in table.splitlines() if l.startswith("bad-")]
     assert " failed " in line and "must be a multiple of model.num_heads=3" in line
@@ -203,8 +182,6 @@ def test_one_run_as_two_processes_on_a_two_node_cluster(data_dir, tmp_path):
 
 def test_an_interrupted_sweep_skips_what_finished_and_resumes_the_rest(data_dir, local,
                                                                       tmp_path):
-    from luna_lra import report
-
     path = write_sweep(tmp_path, data_dir)
     root = tmp_path / "runs"
     workdirs = [root / f"listops-tiny-seed{seed}" for seed in SEEDS]

@@ -2,18 +2,16 @@
 
 import json
 import os
-import subprocess
-import sys
 import types
 
 import numpy as np
 import pytest
 
+from conftest import run_train
 from luna_lra import data as data_lib, trainer
 from luna_lra.data import TaskInfo, pipeline
 from luna_lra.defaults import base_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def toy_task_module(n_train=1024, length=12):
@@ -51,6 +49,7 @@ def toy_config(num_steps=60):
 @pytest.fixture
 def toy(monkeypatch):
     mod = toy_task_module()
+    monkeypatch.setitem(data_lib.TASK_MODULES, "toy", "toy")
     monkeypatch.setattr(data_lib, "get_task_module", lambda name: mod)
     return mod
 
@@ -135,8 +134,7 @@ def test_eval_batches_count_every_example_once_across_hosts():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "luna_lra.train", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    return run_train(args, check=False, timeout=120)
 
 
 def test_cli_names_unknown_fields_and_variants(tmp_path):

@@ -1,7 +1,7 @@
 """`python -m luna_lra.benchmark gpu [--dry-run] [--out DIR] [--wheels DIR]`: everything a
 fresh GPU machine (H100/H200, jax with CUDA) should measure, in one call of under 8 minutes:
 
-  1. tests    JAX_PLATFORMS=cuda pytest tests/test_pallas_gpu.py (the kernels at real plans)
+  1. tests    JAX_PLATFORMS=cuda pytest tests/test_ops_pallas_gpu.py (the kernels at real plans)
   2. kernels  `kernels`: Pallas vs the XLA path vs jax.nn (cuDNN) (and tokamax when it is
               installed), batch 32, 8 heads, head_dim 64, bf16, n 1K-16K, l 16/128/256
   3. model    `model --mode gpu`: Transformer (XLA, cuDNN) vs Luna-16/128/256 (XLA, Pallas) on
@@ -45,7 +45,7 @@ def part_commands(out: str, dry: bool) -> dict:
     """{part: (argv, env overrides)}, each run from the repository root."""
     py = sys.executable
     bench = [py, "-m", "luna_lra.benchmark"]
-    tests = [py, "-m", "pytest", "-q", "tests/test_pallas_gpu.py"] + (
+    tests = [py, "-m", "pytest", "-q", "tests/test_ops_pallas_gpu.py"] + (
         ["--collect-only"] if dry else [])
     kernels = bench + ["kernels", "--out", f"{out}/kernels", "--budget-s",
                        str(LIMITS["kernels"] - 40)] + (["--quick"] if dry else [])

@@ -11,15 +11,19 @@ so their losses agree to bf16 rounding until the runs drift apart.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.training import train_state
 
+from luna_lra import config as config_lib
 from luna_lra.benchmark import measure
+from luna_lra.data import TaskInfo
+from luna_lra.models import build_model
+from luna_lra.trainer import make_optimizer, make_steps
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FULL = dict(spec="configs/text.py:luna256", seconds=50.0, n=None, batch=None)
@@ -41,25 +45,15 @@ def synthetic_batches(seed: int, batch: int, n: int, count: int):
 
 def build(config, impl: str, interpret: bool):
     """(model, optimizer, schedule) of the config with attention_impl=impl."""
-    from luna_lra.data import TaskInfo
-    from luna_lra.models import Classifier, ModelConfig
-    from luna_lra.trainer import make_optimizer
-
     config.model.attention_impl, config.model.dtype = impl, "bfloat16"
     task = TaskInfo(name="text", num_classes=2, vocab_size=257,
                     max_length=int(config.data.max_length))
-    model_cfg = dataclasses.replace(ModelConfig.from_config(config.model, task),
-                                    interpret=interpret)
     tx, schedule = make_optimizer(config.optim, int(config.train.num_steps))
-    return Classifier(model_cfg), tx, schedule
+    return build_model(config.model, task, interpret=interpret), tx, schedule
 
 
 def train(config, impl: str, interpret: bool, seconds: float, max_steps: int | None) -> dict:
     """Steps until `seconds` have passed (or max_steps); losses, steps/s after compiling."""
-    from flax.training import train_state
-
-    from luna_lra.trainer import make_steps
-
     model, tx, schedule = build(config, impl, interpret)
     b, n = int(config.data.batch_size), int(config.data.max_length)
     data = list(synthetic_batches(0, b, n, 8))  # cycled: the same batches for both runs
@@ -106,8 +100,6 @@ def _markdown(meta: dict, runs: dict, result: dict) -> str:
 
 
 def run(out: str, dry: bool) -> dict:
-    from luna_lra import config as config_lib
-
     plan = DRY if dry else FULL
     runs = {}
     for impl in ("xla", "pallas"):

@@ -149,3 +149,8 @@ def write_table(out_dir: str, name: str, markdown: str, data: dict) -> str:
 
 def fmt(x, spec=".2f"):
     return "—" if x is None else format(x, spec)
+
+
+def length_name(n: int) -> str:
+    """16384 -> '16K'; 1000 -> '1000'."""
+    return f"{n // 1024}K" if n % 1024 == 0 else str(n)

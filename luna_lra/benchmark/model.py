@@ -27,9 +27,15 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.training import train_state
 
-from luna_lra.benchmark import measure
+from luna_lra import config as config_lib
+from luna_lra import models, trainer
+from luna_lra.benchmark import measure, model_report
+from luna_lra.benchmark.measure import length_name
 from luna_lra.benchmark.step_worker import text_batch
+from luna_lra.data import TaskInfo
+from luna_lra.defaults import base_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -55,20 +61,13 @@ MODEL_SIZES = {
     "tiny": dict(num_layers=1, emb_dim=32, num_heads=2, mlp_dim=64, classifier_dim=64),
 }
 TEXT_VOCAB, TEXT_CLASSES = 257, 2  # bytes + padding id 0; binary sentiment
-# variant -> (label, model.name, proj_len, model.attention_impl, where it runs)
-MODEL_VARIANTS = {
-    "transformer": ("Transformer (XLA)", "transformer", 0, "xla", "any"),
-    "transformer-cudnn": ("Transformer (cuDNN flash)", "transformer", 0, "cudnn", "gpu"),
-    "luna16": ("Luna-16 (XLA)", "luna", 16, "xla", "any"),
-    "luna16-pallas": ("Luna-16 (Pallas)", "luna", 16, "pallas", "accelerator"),
-    "luna128": ("Luna-128 (XLA)", "luna", 128, "xla", "any"),
-    "luna128-pallas": ("Luna-128 (Pallas)", "luna", 128, "pallas", "accelerator"),
-    "luna256": ("Luna-256 (XLA)", "luna", 256, "xla", "any"),
-    "luna256-pallas": ("Luna-256 (Pallas)", "luna", 256, "pallas", "accelerator"),
-}
-MODEL_BASELINE = "transformer"
-# configs/text.py: (dropout_rate, attention_dropout_rate) of each recipe
-RECIPE_DROPOUT = {"luna": (0.3, 0.3), "transformer": (0.1, 0.1)}
+TEXT_CONFIG = os.path.join(REPO_ROOT, "configs", "text.py")  # whose recipes give --dropout recipe
+# Rows: "<model or model variant>[-<attention_impl>]": "transformer", "luna16-pallas", or a
+# model of a user's ("my_package.my_model"); the suffix sets the model's attention_impl field.
+MODEL_ROWS = ("transformer", "transformer-cudnn", "luna16", "luna16-pallas", "luna128",
+              "luna128-pallas", "luna256", "luna256-pallas")
+IMPL_LABELS = {"xla": "XLA", "pallas": "Pallas", "cudnn": "cuDNN flash", "dot_product": "jax.nn"}
+IMPL_RUNS_ON = {"cudnn": "gpu", "pallas": "accelerator"}  # where a row can run; others: any
 MODEL_MODES = {
     # one accelerator call of under 5 minutes: rows not started within budget_s are "skipped"
     "gpu": dict(batch=32, lengths=(1024, 2048, 3072, 4096, 8192, 16384, 32768), steps=5,
@@ -101,36 +100,51 @@ def _parse_length(text: str) -> int:
     return int(float(text[:-1]) * 1024) if text.endswith("k") else int(text)
 
 
-def _length_name(n: int) -> str:
-    return f"{n // 1024}K" if n % 1024 == 0 else str(n)
+def split_row(row: str) -> tuple[str, str]:
+    """'luna16-pallas' -> ('luna16', 'pallas'); 'transformer' -> ('transformer', '')."""
+    base, _, impl = row.rpartition("-")
+    return (base, impl) if base else (row, "")
 
 
-def model_config(variant: str, size: str = "text", dtype: str = "float32",
-                 dropout: str = "zero"):
-    """A plain model config (luna_lra.defaults.base_config().model) for one benchmark row."""
-    from luna_lra.defaults import base_config
+def row_section(row: str, size: str = "text", dtype: str = "float32",
+                dropout: str = "zero") -> dict:
+    """A config's `model` section for one benchmark row (ConfigError for an unknown one)."""
+    base, impl = split_row(row)
+    model, fields = models.variant(base)
+    section = {**models.defaults(model.name), **fields, **MODEL_SIZES[size],
+               "classifier_layers": 1, "classifier_activation": "relu", "use_cls": True,
+               "pooling": "cls", "dtype": dtype,
+               "last_layer_cls_only": False}  # every position of every layer, as the papers'
+    if impl:
+        section["attention_impl"] = impl
+    rates = ("dropout_rate", "attention_dropout_rate", "activation_dropout_rate")
+    section.update(dict.fromkeys(rates, 0.0))
+    if dropout == "recipe":
+        section.update({k: recipe_model(base)[k] for k in rates[:2]})
+        if impl == "cudnn":
+            section["attention_dropout_rate"] = 0.0  # the cuDNN path has no attention dropout
+    models.model_config(section)  # checks it
+    return section
 
-    _, name, proj_len, impl, _ = MODEL_VARIANTS[variant]
-    c = base_config().model
-    c.name = name
-    for key, value in MODEL_SIZES[size].items():
-        setattr(c, key, value)
-    c.classifier_layers, c.classifier_activation = 1, "relu"
-    c.use_cls, c.pooling = True, "cls"
-    c.last_layer_cls_only = False  # every position of every layer, as the papers' models
-    if proj_len:
-        c.proj_len = proj_len
-    c.attention_impl, c.dtype = impl, dtype
-    rate, attention_rate = RECIPE_DROPOUT[name] if dropout == "recipe" else (0.0, 0.0)
-    if impl == "cudnn":
-        attention_rate = 0.0  # the cuDNN path has no attention dropout
-    c.dropout_rate, c.attention_dropout_rate, c.activation_dropout_rate = rate, attention_rate, 0.0
-    return c
+
+def recipe_model(base: str) -> dict:
+    """The model section configs/text.py gives a row's model: its variant there, else the
+    model's default config."""
+    try:
+        return dict(config_lib.load(f"{TEXT_CONFIG}:{base}").model)
+    except config_lib.ConfigError:
+        return models.defaults(models.variant(base)[0].name)
+
+
+def row_label(row: str) -> str:
+    """'Luna-16 (Pallas)': the model's label and the attention implementation."""
+    section = row_section(row)
+    label = models.label(section)
+    impl = section.get("attention_impl", "")
+    return f"{label} ({IMPL_LABELS.get(impl, impl)})" if impl else label
 
 
 def text_task(n: int):
-    from luna_lra.data import TaskInfo
-
     return TaskInfo(name="text", num_classes=TEXT_CLASSES, vocab_size=TEXT_VOCAB, max_length=n)
 
 
@@ -147,9 +161,7 @@ def _init_inputs(n: int):
 
 
 def param_count(variant: str, n: int, size: str = "text") -> int:
-    from luna_lra.models import build_model
-
-    model = build_model(model_config(variant, size), text_task(n))
+    model = models.build_model(row_section(variant, size), text_task(n))
     shapes = jax.eval_shape(lambda r: model.init(r, *_init_inputs(n), train=False),
                             jax.random.key(0))
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)))
@@ -162,19 +174,19 @@ def estimate_step_bytes(variant: str, n: int, batch: int, size: str = "text",
     the attention (b·h·n'·n' for softmax attention, b·h·n'·l for each of Luna's pack and
     unpack) and the backward pass's transient copies; gradients and the new optimiser state.
     The constants match the XLA:CPU path's measured RSS at n = 1K, 2K (batch 2: ~4 score-sized
-    buffers kept per softmax layer, ~4 per pack and per unpack). Informative (shown beside an
-    OOM, and --skip-estimated); by default the worker's memory cap decides."""
-    s = MODEL_SIZES[size]
-    _, name, proj_len, impl, _ = MODEL_VARIANTS[variant]
+    buffers kept per softmax layer, ~4 per pack and per unpack). A model with a proj_len field
+    packs to that many rows, any other attends over all n'. Informative (shown beside an OOM,
+    and --skip-estimated); by default the worker's memory cap decides."""
+    s, section = MODEL_SIZES[size], row_section(variant, size)
     n1, d, h, layers, mlp = n + 1, s["emb_dim"], s["num_heads"], s["num_layers"], s["mlp_dim"]
     item = 2 if dtype == "bfloat16" else 4
     linear = layers * batch * n1 * (18 * d + 4 * mlp) * item
-    if name == "transformer":
-        scores = 0 if impl == "cudnn" else batch * h * n1 * n1 * 4
-        attention = layers * 4 * scores + 2 * scores
-    else:
-        scores = batch * h * n1 * min(proj_len, n1) * 4  # one of pack's or unpack's
+    if "proj_len" in section:
+        scores = batch * h * n1 * min(section["proj_len"], n1) * 4  # one of pack's or unpack's
         attention = layers * 8 * scores + 4 * scores
+    else:
+        scores = 0 if section.get("attention_impl") == "cudnn" else batch * h * n1 * n1 * 4
+        attention = layers * 4 * scores + 2 * scores
     params = param_count(variant, n, size) if params is None else params
     return int(linear + attention + 4 * params * 4)
 
@@ -189,15 +201,9 @@ def _tree_bytes(tree) -> int:
 
 def _prepare(spec: dict, row: dict):
     """(compiled step, state, batch, rng) of one configuration; fills init/compile fields."""
-    from flax.training import train_state
-
-    from luna_lra import trainer
-    from luna_lra.defaults import base_config
-    from luna_lra.models import build_model
-
     n, b = spec["n"], spec["batch"]
-    model = build_model(model_config(spec["variant"], spec["size"], spec["dtype"],
-                                     spec["dropout"]), text_task(n))
+    model = models.build_model(row_section(spec["variant"], spec["size"], spec["dtype"],
+                                           spec["dropout"]), text_task(n))
     tx, schedule = trainer.make_optimizer(base_config().optim, 20000)
     train_step, _ = trainer.make_steps(model, schedule)
     t0 = time.perf_counter()
@@ -342,22 +348,24 @@ def make_plan(args) -> dict:
     accelerator = backend != "cpu"
     mode = "quick" if args.quick else (args.mode or ("gpu" if accelerator else "cpu"))
     cfg = MODEL_MODES[mode]
+    where = {"any": True, "gpu": backend in ("gpu", "cuda"),
+             "accelerator": backend in ("gpu", "cuda", "tpu")}
+    runs_here = lambda v: where[IMPL_RUNS_ON.get(split_row(v)[1], "any")]  # noqa: E731
     if args.models:
         variants = [v.strip() for v in args.models.split(",") if v.strip()]
-        unknown = [v for v in variants if v not in MODEL_VARIANTS]
-        if unknown:
-            raise SystemExit(f"--models: unknown {unknown}; expected some of "
-                             f"{list(MODEL_VARIANTS)}")
+        for v in variants:
+            try:
+                row_section(v)
+            except config_lib.ConfigError as e:
+                raise SystemExit(f"--models {v}: {e} (rows: e.g. {', '.join(MODEL_ROWS)}, or "
+                                 "a model's import path)") from None
     else:
-        where = {"any": True, "gpu": backend in ("gpu", "cuda"),
-                 "accelerator": backend in ("gpu", "cuda", "tpu")}
-        variants = [v for v, spec in MODEL_VARIANTS.items() if where[spec[4]]]
+        variants = [v for v in MODEL_ROWS if runs_here(v)]
         if mode == "quick":
             variants = ["transformer", "luna16"]
-    not_run = [MODEL_VARIANTS[v][0] for v in MODEL_VARIANTS
-               if v not in variants and MODEL_VARIANTS[v][4] != "any"]
-    if MODEL_BASELINE not in variants:
-        variants.insert(0, MODEL_BASELINE)
+    not_run = [row_label(v) for v in MODEL_ROWS if v not in variants and not runs_here(v)]
+    if model_report.MODEL_BASELINE not in variants:
+        variants.insert(0, model_report.MODEL_BASELINE)
     isolate = args.isolate if args.isolate != "auto" else (
         "inprocess" if accelerator else "subprocess")
     memory = ("memory_analysis" if isolate == "inprocess" else
@@ -396,7 +404,7 @@ def _one_row(plan: dict, v: str, n: int) -> dict:
                else measure_model_config(spec))
         row["wall_s"] = time.perf_counter() - t0
     row["estimate_gib"] = None if est is None else est / 2**30
-    row["label"] = MODEL_VARIANTS[v][0]
+    row["label"] = row_label(v)
     return row
 
 
@@ -406,7 +414,7 @@ def run_rows(plan: dict, start: float) -> list:
         for v in plan["variants"]:
             base = dict(model=v, n=n, batch=plan["batch"])
             if v in oom_at and plan["isolate"] == "inprocess":  # (a CPU worker fails fast)
-                rows.append(dict(base, status=f"skipped: OOM at {_length_name(oom_at[v])}"))
+                rows.append(dict(base, status=f"skipped: OOM at {length_name(oom_at[v])}"))
                 continue
             if budget and time.perf_counter() - start > budget:
                 rows.append(dict(base, status=f"skipped: time budget (--budget-s {budget:g})"))
@@ -436,8 +444,8 @@ def describe(plan: dict) -> dict:
     return dict(
         dropout_desc="zero (dropout, attention and activation dropout all 0)"
         if plan["dropout"] == "zero" else
-        "the recipes' (Luna 0.3/0.3, Transformer 0.1/0.1 from configs/text.py; attention "
-        "dropout 0 on the cuDNN path, which has none)",
+        "each model's dropout and attention dropout rates in configs/text.py (a model without "
+        "a recipe there: its defaults); attention dropout 0 on the cuDNN path, which has none",
         isolation_desc="all configurations in this process (XLA's memory analysis per "
         "compiled step)" if inprocess else
         "a fresh Python worker process per configuration (`model --worker`)" + capped,
@@ -450,8 +458,6 @@ def describe(plan: dict) -> dict:
 
 
 def run_model(args):
-    from luna_lra.benchmark import model_report
-
     if args.worker:
         return _model_worker(args.worker)
     start = time.perf_counter()
@@ -467,7 +473,7 @@ def run_model(args):
     rows = run_rows(plan, start)
     meta = dict(
         measure.provenance_meta(), **describe(plan), mode=plan["mode"],
-        models=plan["variants"], labels={v: MODEL_VARIANTS[v][0] for v in plan["variants"]},
+        models=plan["variants"], labels={v: row_label(v) for v in plan["variants"]},
         lengths=list(plan["lengths"]), batch=plan["batch"], dtype=plan["dtype"],
         steps=plan["steps"], warmup=1, size=plan["size"], model_sizes=s, vocab=TEXT_VOCAB,
         classes=TEXT_CLASSES, dropout=plan["dropout"], memory=plan["memory"],
@@ -498,8 +504,9 @@ def add_parser(sub):
         help="smoke test: tiny model, n = 128/256, 1 timed step (CPU is fine)")
     add("--out", default="results",
         help="output directory for efficiency.md/.json/.png (default: results/)")
-    add("--models", default="", help=f"comma-separated subset of {','.join(MODEL_VARIANTS)} "
-                                     "(the Transformer (XLA) baseline is always added)")
+    add("--models", default="", help=f"comma-separated rows: some of {','.join(MODEL_ROWS)}, "
+        "or any model's name or import path, with -<attention_impl> to pick its implementation "
+        "(the Transformer (XLA) baseline is always added)")
     add("--lengths", default="", help="comma-separated n, e.g. 1K,2K,4K or 1024,2048")
     add("--batch", type=int, default=0, help="batch size (default: the mode's)")
     add("--steps", type=int, default=0,

@@ -8,8 +8,9 @@ import numpy as np
 
 from luna_lra.benchmark import measure
 from luna_lra.benchmark.measure import fmt as _fmt
-from luna_lra.benchmark.model import (MEMORY_MEASURES, MODEL_BASELINE, MODEL_VARIANTS,
-                                      _length_name)
+from luna_lra.benchmark.measure import length_name
+
+MODEL_BASELINE = "transformer"  # the row every ratio is to (the benchmark always runs it)
 
 def fit_slope(ns, values):
     """Least-squares slope of log(value) against log(n) (~1: linear growth, ~2: quadratic);
@@ -52,7 +53,7 @@ def _status_cell(r):
 
 
 def _range(ns):
-    return f"{_length_name(min(ns))}–{_length_name(max(ns))}, {len(ns)} points" if ns else "—"
+    return f"{length_name(min(ns))}–{length_name(max(ns))}, {len(ns)} points" if ns else "—"
 
 
 def model_checks(rows, slopes, lengths):
@@ -71,16 +72,16 @@ def model_checks(rows, slopes, lengths):
     n = max(lengths)
     luna, tr = _row(rows, "luna16", n), _row(rows, MODEL_BASELINE, n)
     if luna is None or luna["status"] != "ok":
-        out.append((f"memory at {_length_name(n)}", False, "Luna-16 did not run there"))
+        out.append((f"memory at {length_name(n)}", False, "Luna-16 did not run there"))
     elif tr is not None and tr["status"] == "ok":
         frac = luna["memory_mib"] / tr["memory_mib"]
-        out.append((f"Luna-16 memory at {_length_name(n)} < 0.1 x Transformer's", frac < 0.1,
+        out.append((f"Luna-16 memory at {length_name(n)} < 0.1 x Transformer's", frac < 0.1,
                     f"{luna['memory_mib']:.0f} MiB vs {tr['memory_mib']:.0f} MiB: {frac:.3f}"))
     elif tr is not None and tr["status"].startswith(("OOM", "skipped: OOM")):
-        out.append((f"Transformer out of memory at {_length_name(n)} where Luna-16 runs", True,
+        out.append((f"Transformer out of memory at {length_name(n)} where Luna-16 runs", True,
                     f"Transformer: {_status_cell(tr)}; Luna-16: {luna['memory_mib']:.0f} MiB"))
     else:
-        out.append((f"memory at {_length_name(n)}", False,
+        out.append((f"memory at {length_name(n)}", False,
                     f"Transformer: {_status_cell(tr)} (not an OOM: nothing to compare)"))
     return out
 
@@ -100,7 +101,7 @@ def _header(meta) -> list:
            f"update), jit with the state donated; speed = 1 / median of {meta['steps']} timed "
            f"steps after {meta['warmup']} warm-up step, each ended with jax.block_until_ready; "
            "compile time apart (below)",
-           f"- memory: {MEMORY_MEASURES.get(meta['memory'], meta['memory'])}",
+           f"- memory: {meta['memory_desc']}",
            f"- isolation: {meta['isolation_desc']}",
            f"- out of memory: {meta['oom_desc']}",
            f"- not run here: {meta['not_run']}" if meta.get("not_run") else None,
@@ -128,8 +129,8 @@ def _ratio_cells(rows, variant, lengths, key, value_fmt, ratio_fmt):
 
 def model_markdown(meta, rows, slopes):
     lengths, variants = meta["lengths"], meta["models"]
-    label = lambda v: MODEL_VARIANTS[v][0]
-    heads = " | ".join(_length_name(n) for n in lengths)
+    label = lambda v: meta["labels"][v]
+    heads = " | ".join(length_name(n) for n in lengths)
     out = _header(meta)
     if meta["mode"] == "quick":
         out += ["**Quick mode: a tiny model at short lengths, a smoke test; the figures mean "
@@ -189,10 +190,10 @@ def model_plot(path, meta, rows, slopes):
             s = slopes[v][skey]
             ax.plot([r["n"] for r in ok], [scale * r[key] for r in ok], marker="o",
                     linestyle="--" if v.endswith(("pallas", "cudnn")) else "-",
-                    label=f"{MODEL_VARIANTS[v][0]}: slope {_fmt(s)}")
+                    label=f"{meta['labels'][v]}: slope {_fmt(s)}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xticks(meta["lengths"], [_length_name(n) for n in meta["lengths"]])
+        ax.set_xticks(meta["lengths"], [length_name(n) for n in meta["lengths"]])
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ref = [r for r in rows if r["model"] == MODEL_BASELINE and r["status"] == "ok"
                and r.get(key)]

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from luna_lra.checks import short
 from luna_lra.data import DataError, Splits, TaskInfo
 
 TASK = TaskInfo(name="listops", num_classes=10, vocab_size=16, max_length=2000)
@@ -72,7 +73,7 @@ for _tok, _id in TOKEN_TO_ID.items():
 
 
 def _fmt_token(tok: bytes) -> str:
-    return repr(tok.decode("utf-8", errors="backslashreplace"))
+    return short(tok.decode("utf-8", errors="backslashreplace"))
 
 
 def _encode_line(source: bytes, where: str) -> np.ndarray:

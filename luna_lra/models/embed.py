@@ -1,4 +1,4 @@
-"""Token embeddings, positions, the CLS and eos tokens, and the initialisers both models share."""
+"""Token embeddings, positions, the CLS and eos tokens, and the initialisers models share."""
 
 from __future__ import annotations
 
@@ -89,12 +89,6 @@ def fairseq_sinusoidal_positions(length: int, dim: int, offset: int = 0):
     return jnp.asarray(table, jnp.float32)
 
 
-def official_sinusoidal(cfg: ModelConfig) -> bool:
-    """Luna with fixed positions follows LunaLRAEncoder's sinusoidal path: X and P scaled by
-    sqrt(dim), fairseq's table on X (from position 2) and on P (from 0)."""
-    return cfg.name == "luna" and cfg.positions == "sinusoidal"
-
-
 def last_token_index(mask):
     """[batch] index one past each example's last real token (0 for an empty example)."""
     n = mask.shape[1]
@@ -133,13 +127,13 @@ class Embed(nn.Module):
             is_eos = jnp.arange(x.shape[1])[None, :] == at[:, None]
             x = jnp.where(is_eos[..., None], eos, x)
             mask = jnp.pad(mask, ((0, 0), (0, 1))) | is_eos
-        if official_sinusoidal(cfg):
+        if cfg.fairseq_positions:
             x = x * np.float32(math.sqrt(cfg.emb_dim))
         x = add_positions(x, self.positions(x.shape[1]))
         if cfg.embed_layer_norm:
             x = LayerNorm(epsilon=cfg.layer_norm_epsilon, name="layer_norm")(x)
         x = Dropout(cfg.dropout_rate, name="Dropout_0")(x, deterministic=deterministic)
-        x = jnp.where(mask[..., None], x, 0.0).astype(cfg.dtype)
+        x = jnp.where(mask[..., None], x, 0.0).astype(cfg.compute_dtype)
         return x, mask
 
     def positions(self, n: int):
@@ -149,6 +143,6 @@ class Embed(nn.Module):
             table = self.param("positions", position_init(cfg.init, cfg.emb_dim),
                                (cfg.num_positions, cfg.emb_dim))
             return table[:n]
-        if official_sinusoidal(cfg):
+        if cfg.fairseq_positions:
             return fairseq_sinusoidal_positions(n, cfg.emb_dim, FAIRSEQ_POSITION_OFFSET)
         return sinusoidal_positions(cfg.num_positions, cfg.emb_dim)[:n]

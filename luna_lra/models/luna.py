@@ -10,6 +10,7 @@ X attends over Y_p, giving Y_x [batch, n, dim]. Cost O(n l) instead of O(n^2).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import flax.linen as nn
@@ -17,10 +18,41 @@ import jax.numpy as jnp
 import numpy as np
 
 from luna_lra import ops
-from luna_lra.models.config import ModelConfig
-from luna_lra.models.embed import dense_init, fairseq_sinusoidal_positions, official_sinusoidal
+from luna_lra.checks import ConfigError
+from luna_lra.models.config import Model, ModelConfig, choice, flag, positive
+from luna_lra.models.embed import dense_init, fairseq_sinusoidal_positions
 from luna_lra.models.layers import Dense, DenseKernel, Dropout, LayerNorm, fused_dense
 from luna_lra.models.transformer import FeedForward
+
+
+@dataclasses.dataclass(frozen=True)
+class LunaConfig(ModelConfig):
+    """Luna's fields (beside the shared ones); its defaults are the official code's."""
+
+    name: str = "luna"
+    proj_len: int = positive(256, "l, the packed sequence's length")
+    tie_kv: bool = flag(False, "one projection for key and value (official option)")
+    tie_layer_weights: bool = flag(False, "one set of layer weights for every layer")
+    normalize_before: bool = flag(False, "pre-LN; the official LRA runs are post-LN")
+    # LunarMultiheadAttention's schemes only: "lra" is LRA's Transformer scheme
+    init: str = choice("official", "bert")
+    attention_impl: str = choice("xla", "pallas", "auto", doc="luna_lra.ops: the XLA path, the "
+                                 "Pallas kernels, or the kernels where they apply")
+
+    @property
+    def fairseq_positions(self) -> bool:
+        """LunaLRAEncoder's sinusoidal path: X and P scaled by sqrt(dim), fairseq's table on X
+        (from position 2) and on P (from 0)."""
+        return self.positions == "sinusoidal"
+
+    def check(self) -> None:
+        super().check()
+        if self.normalize_before and self.embed_layer_norm:
+            # LunaLRAEncoder: `assert not layernorm_embedding or not normalize_before`
+            raise ConfigError("config fields model.normalize_before=True and "
+                              "model.embed_layer_norm=True: the official Luna encoder forbids "
+                              "the embedding LayerNorm with pre-LN; set "
+                              "model.embed_layer_norm=False")
 
 
 def first_rows(t, batch: int, rows: int | None):
@@ -48,7 +80,7 @@ class LunaAttention(nn.Module):
     still packed. Returns (Y_x [batch * rows, dim], Y_p [batch, l, dim]).
     """
 
-    config: ModelConfig
+    config: LunaConfig
 
     @nn.compact
     def __call__(self, x, p, x_mask, p_mask, *, deterministic: bool, rows=None):
@@ -67,28 +99,30 @@ class LunaAttention(nn.Module):
         # Created in the order of the unfused layer, so parameters initialise as before.
         if cfg.tie_kv:
             pack_kv, unpack_q = kernel("pack_context"), kernel("unpack_query")
-            (pq,) = fused_dense(p, [kernel("pack_query")], cfg.dtype)
+            (pq,) = fused_dense(p, [kernel("pack_query")], cfg.compute_dtype)
             (pk,), uq = self.project_x(x, [pack_kv], unpack_q, b, rows)
             pv = pk
         else:
             pack_k, pack_v, pack_q = kernel("pack_key"), kernel("pack_value"), kernel("pack_query")
-            (pq,) = fused_dense(p, [pack_q], cfg.dtype)
+            (pq,) = fused_dense(p, [pack_q], cfg.compute_dtype)
             (pk, pv), uq = self.project_x(x, [pack_k, pack_v], kernel("unpack_query"), b, rows)
         packed = attend(ops.pack_attention, pq, pk, pv, x_mask).reshape(b, l, d)
 
         if cfg.tie_kv:
-            (uk,) = fused_dense(packed, [kernel("unpack_context")], cfg.dtype)
+            (uk,) = fused_dense(packed, [kernel("unpack_context")], cfg.compute_dtype)
             uv = uk
         else:
-            uk, uv = fused_dense(packed, [kernel("unpack_key"), kernel("unpack_value")], cfg.dtype)
+            uk, uv = fused_dense(packed, [kernel("unpack_key"), kernel("unpack_value")],
+                                 cfg.compute_dtype)
         y = attend(ops.unpack_attention, uq, uk, uv, p_mask).reshape(uq.shape)
-        y = Dense(d, kernel_init=dense_init(cfg.init, "out"), dtype=cfg.dtype, name="out")(y)
+        y = Dense(d, kernel_init=dense_init(cfg.init, "out"), dtype=cfg.compute_dtype,
+                  name="out")(y)
         return y, packed
 
     def project_x(self, x, pack_kernels, unpack_query, batch, rows):
         """The pack keys/values of all of X and the unpack queries of its first `rows`: one
         matmul when those are all rows."""
-        dtype = self.config.dtype
+        dtype = self.config.compute_dtype
         if rows is None:
             *kv, q = fused_dense(x, pack_kernels + [unpack_query], dtype)
             return kv, q
@@ -106,7 +140,7 @@ class LunaLayer(nn.Module):
     dropout masks are those of the full stream at those positions.
     """
 
-    config: ModelConfig
+    config: LunaConfig
 
     @nn.compact
     def __call__(self, x, p, x_mask, p_mask, *, deterministic: bool, rows=None):
@@ -154,7 +188,7 @@ class LunaEncoder(nn.Module):
     slots in between are masked for every example, so the outputs of real tokens are the same.
     """
 
-    config: ModelConfig
+    config: LunaConfig
 
     @nn.compact
     def __call__(self, x, mask, *, deterministic: bool, rows=None):
@@ -162,7 +196,7 @@ class LunaEncoder(nn.Module):
         b, n, d = x.shape
         l_eff = min(cfg.proj_len, n)
         p = self.param("packed_init", nn.initializers.normal(d**-0.5), (cfg.proj_len, d))[:l_eff]
-        if official_sinusoidal(cfg):
+        if cfg.fairseq_positions:
             p = p * np.float32(math.sqrt(d)) + fairseq_sinusoidal_positions(l_eff, d)
         if cfg.embed_layer_norm:
             p = LayerNorm(epsilon=cfg.layer_norm_epsilon, name="packed_embed_norm")(p)
@@ -170,7 +204,7 @@ class LunaEncoder(nn.Module):
         p = Dropout(cfg.dropout_rate, name="Dropout_0")(p, deterministic=deterministic)
         lengths = jnp.sum(mask, axis=1)
         p_mask = jnp.arange(l_eff)[None, :] < lengths[:, None]
-        p = jnp.where(p_mask[..., None], p, 0.0).astype(cfg.dtype)
+        p = jnp.where(p_mask[..., None], p, 0.0).astype(cfg.compute_dtype)
 
         layers = [LunaLayer(cfg, name=f"layer_{i}")
                   for i in range(1 if cfg.tie_layer_weights else cfg.num_layers)]
@@ -184,3 +218,7 @@ class LunaEncoder(nn.Module):
             x = LayerNorm(epsilon=cfg.layer_norm_epsilon, name="final_norm")(x)
             p = LayerNorm(epsilon=cfg.layer_norm_epsilon, name="final_packed_norm")(p)
         return x, p, p_mask
+
+
+MODEL = Model(config=LunaConfig, encoder=LunaEncoder, label="Luna-{proj_len}",
+              variants={f"luna{l}": {"proj_len": l} for l in (16, 128, 256)})

@@ -3,14 +3,53 @@ both encoders share."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 
 from luna_lra import ops
-from luna_lra.models.config import ModelConfig
+from luna_lra.checks import ConfigError
+from luna_lra.models.config import Model, ModelConfig, choice, flag, number
 from luna_lra.models.embed import bias_init, dense_init
 from luna_lra.models.layers import (Dense, DenseKernel, Dropout, LayerNorm, feed_forward,
                                     fused_dense)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig(ModelConfig):
+    """The Transformer's fields (beside the shared ones)."""
+
+    name: str = "transformer"
+    qkv_dim: int = number(0, doc="width of q/k/v (LRA's qkv_dim); 0 = emb_dim")
+    tie_layer_weights: bool = flag(False, "one set of layer weights for every layer")
+    attention_impl: str = choice("xla", "dot_product", "cudnn", doc="xla: luna_lra.ops' "
+                                 "attention (with dropout); dot_product: jax.nn's XLA form; "
+                                 "cudnn: its cuDNN flash kernel (GPU); the last two have no "
+                                 "attention dropout")
+
+    @property
+    def attention_dim(self) -> int:
+        return self.qkv_dim or self.emb_dim
+
+    def check(self) -> None:
+        super().check()
+        if self.attention_impl != "xla" and self.attention_dropout_rate > 0:
+            raise ConfigError(f"config field model.attention_impl={self.attention_impl!r}: "
+                              "has no attention dropout; set model.attention_dropout_rate=0 "
+                              "or use 'xla'")
+
+
+# What every LRA Transformer baseline shares (lra_benchmarks/models/transformer and the tasks'
+# train.py): fixed sinusoidal positions unless a config sets learn_pos_emb, no embedding
+# LayerNorm, flax's inits (model.init='lra': no q/k/v/out biases), tanh GELU, LayerNorm
+# epsilon 1e-6, Adam(0.9, 0.98, eps 1e-9) with a warm-up from 0. Each task's recipe sets the
+# dropout after the MLP's GELU to the model's dropout rate (LRA's MlpBlock).
+LRA_TRANSFORMER = dict(
+    model=dict(positions="sinusoidal", embed_layer_norm=False, init="lra", gelu="tanh",
+               layer_norm_epsilon=1e-6),
+    optim=dict(b1=0.9, b2=0.98, eps=1e-9, warmup_init_lr=0.0),
+)
 
 
 class FeedForward(nn.Module):
@@ -39,7 +78,7 @@ class FeedForward(nn.Module):
             else:
                 rows = x.size // (full_rows[0] * d)
                 keep = drop.keep_mask(full_rows + (cfg.mlp_dim,), rows).reshape(hidden)
-        cast = lambda t: t.astype(cfg.dtype)
+        cast = lambda t: t.astype(cfg.compute_dtype)
         return feed_forward(cast(x), cast(w1), cast(b1), cast(w2), cast(b2), keep, rate,
                             cfg.gelu == "tanh")
 
@@ -68,7 +107,7 @@ class TransformerLayer(nn.Module):
     only the first `rows` positions come out (queries from those, keys and values from all),
     with the full stream's dropout masks there."""
 
-    config: ModelConfig
+    config: TransformerConfig
 
     @nn.compact
     def __call__(self, x, mask, *, deterministic: bool, rows=None):
@@ -94,16 +133,16 @@ class TransformerLayer(nn.Module):
                                           bias_init(cfg.init, "proj"), name=name)(d)
         query, key, value = kernel("query"), kernel("key"), kernel("value")
         if rows is None:
-            q, k, v = fused_dense(y, [query, key, value], cfg.dtype)
+            q, k, v = fused_dense(y, [query, key, value], cfg.compute_dtype)
         else:
-            (q,), (k, v) = (fused_dense(y[:, :rows], [query], cfg.dtype),
-                            fused_dense(y, [key, value], cfg.dtype))
+            (q,), (k, v) = (fused_dense(y[:, :rows], [query], cfg.compute_dtype),
+                            fused_dense(y, [key, value], cfg.compute_dtype))
         heads = lambda t: t.reshape(b, -1, cfg.num_heads, cfg.head_dim)
         use_dropout = not deterministic and cfg.attention_dropout_rate > 0.0
         out = self_attention(heads(q), heads(k), heads(v), mask, impl=cfg.attention_impl,
                              dropout_rate=cfg.attention_dropout_rate if use_dropout else 0.0,
                              dropout_rng=self.make_rng("dropout") if use_dropout else None)
-        return Dense(d, kernel_init=dense_init(cfg.init, "out"), dtype=cfg.dtype,
+        return Dense(d, kernel_init=dense_init(cfg.init, "out"), dtype=cfg.compute_dtype,
                      bias_init=bias_init(cfg.init, "out"), name="out")(
                          out.reshape(b, -1, cfg.attention_dim))
 
@@ -113,7 +152,7 @@ class TransformerEncoder(nn.Module):
     layer computes only the first `rows` positions ([batch, rows, dim]), what CLS pooling
     reads."""
 
-    config: ModelConfig
+    config: TransformerConfig
 
     @nn.compact
     def __call__(self, x, mask, *, deterministic: bool, rows=None):
@@ -125,3 +164,7 @@ class TransformerEncoder(nn.Module):
             x = layers[i % len(layers)](x, mask, deterministic=deterministic,
                                         rows=rows if last else None)
         return LayerNorm(epsilon=cfg.layer_norm_epsilon, name="final_norm")(x)
+
+
+MODEL = Model(config=TransformerConfig, encoder=TransformerEncoder, label="Transformer",
+              recipe=LRA_TRANSFORMER)

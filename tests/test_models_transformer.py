@@ -17,16 +17,17 @@ from test_models import _tokens  # tokens 1..19 (vocabulary 20, as TASK here), 0
 from test_models import assert_matches_written_out
 
 TASK = TaskInfo(name="toy", num_classes=3, vocab_size=20, max_length=12)
-LRA = dict(name="transformer", init="lra", gelu="tanh", layer_norm_epsilon=1e-6,
+LRA = dict(init="lra", gelu="tanh", layer_norm_epsilon=1e-6,
            embed_layer_norm=False, positions="sinusoidal")
 
 
 def lra_cfg(**overrides):
-    c = base_config().model
-    c.update(dict(LRA, emb_dim=16, qkv_dim=8, num_heads=2, mlp_dim=24, num_layers=2,
-                  classifier_dim=24, dropout_rate=0.0, attention_dropout_rate=0.0))
-    for k, v in overrides.items():
-        c[k] = v
+    c = base_config(overrides.pop("name", "transformer")).model
+    fields = dict(LRA, emb_dim=16, qkv_dim=8, num_heads=2, mlp_dim=24, num_layers=2,
+                  classifier_dim=24, dropout_rate=0.0, attention_dropout_rate=0.0)
+    for k, v in {**fields, **overrides}.items():
+        if k in c:  # Luna has no qkv_dim
+            c[k] = v
     return c
 
 
@@ -171,8 +172,7 @@ def test_sinusoidal_table_is_lras_float64_formula():
 
 
 @pytest.mark.parametrize("overrides,field", [
-    ({"name": "luna", "init": "lra", "qkv_dim": 0}, "model.init"),
-    ({"name": "luna", "qkv_dim": 8, "init": "official"}, "model.qkv_dim"),
+    ({"name": "luna", "init": "lra"}, "model.init"),
     ({"qkv_dim": 9}, "model.qkv_dim"),
     ({"qkv_dim": -1}, "model.qkv_dim"),
     ({"gelu": "sigmoid"}, "model.gelu"),

@@ -8,9 +8,9 @@ whether the sweep is alive or was killed. No database: a file has one writer.
     WORKDIR/status.json             the trainer's: step, speed, best validation accuracy
     WORKDIR/result.json             the trainer's: the run finished
 
-Exit statuses (luna_lra.train.EXIT) decide retries: 2 (a config or data mistake) and 3
-(diverged) are final; 143 (preempted, checkpoint saved), 1 (a crash), a signal (-9: SIGKILL;
-137 in a shell) and a process or node that vanished without a status are retried.
+Exit statuses (luna_lra.exits) decide retries: 2 (a config or data mistake) and 3 (diverged)
+are final; 143 (preempted or stopped, checkpoint saved), 1 (a crash), a signal (-9: SIGKILL; 137 in a
+shell) and a process or node that vanished without a status are retried.
 """
 
 from __future__ import annotations
@@ -21,35 +21,16 @@ import os
 import socket
 from typing import Any, Mapping, Sequence
 
-from luna_lra.train import EXIT
+from luna_lra import models, workdir_lock
+from luna_lra.results import write_json_atomic
 
 STATE_DIR = "sweep"
 # run.json states: pending (an attempt is queued or running), retrying, finished, failed.
 ACTIVE = ("pending", "retrying")  # states that need a live sweep driver
-FINAL_EXITS = {EXIT["mistake"]: "a config or data mistake", EXIT["diverged"]: "diverged"}
-MEANINGS = {EXIT["finished"]: "finished", EXIT["crash"]: "crashed",
-            EXIT["preempted"]: "preempted, checkpoint saved", 137: "killed (SIGKILL)",
-            -9: "killed (SIGKILL)", -15: "terminated (SIGTERM)", **FINAL_EXITS}
 
 
 def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def classify(exit_status: int | None) -> tuple[bool, str]:
-    """(whether a retry may help, what the status means). None: the process, its Ray worker
-    or its node died and left no exit status."""
-    if exit_status is None:
-        return True, "the process or its node died"
-    meaning = MEANINGS.get(exit_status, f"killed by signal {-exit_status}"
-                           if exit_status < 0 else "failed")
-    return exit_status not in FINAL_EXITS and exit_status != 0, meaning
-
-
-def describe_exit(exit_status: int | None) -> str:
-    retry, meaning = classify(exit_status)
-    head = "no exit status" if exit_status is None else f"exit status {exit_status}"
-    return f"{head}: {meaning}" + ("" if retry or exit_status == 0 else ", not retried")
 
 
 # ----------------------------------------------------------------------------- the files
@@ -60,8 +41,6 @@ def _path(workdir: str, name: str) -> str:
 
 
 def _write(path: str, obj: Mapping[str, Any]) -> None:
-    from luna_lra.results import write_json_atomic  # one atomic JSON writer
-
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_json_atomic(path, dict(obj, updated_at=utc_now()))
 
@@ -80,6 +59,7 @@ def write_run(workdir: str, run: Mapping[str, Any], config: Mapping[str, Any], s
     _write(_path(workdir, "run.json"), {
         "name": run["name"], "state": state, "hosts": run.get("hosts", 1),
         "task": config.get("data", {}).get("task"), "variant": config.get("variant"),
+        "model_label": models.label(config.get("model", {})),
         "config_file": config.get("config_file"), "config": dict(config),
         "driver": {"host": socket.gethostname(), "pid": os.getpid()}, **fields})
 
@@ -143,11 +123,12 @@ def _alive(driver: Mapping[str, Any] | None) -> bool | None:
 
 def _effective_state(record: Mapping[str, Any], workdir: str) -> str:
     """The driver's recorded state, made 'running' while a process of the current attempt
-    runs, and 'stopped' when the sweep that recorded an active state is dead (killed:
-    starting the sweep again resumes the run)."""
+    runs, 'stopping' while its trainer still holds the workdir under a dead sweep (it saves a
+    checkpoint, then exits), and 'stopped' when the sweep that recorded an active state is
+    dead (killed: starting the sweep again resumes the run)."""
     state = record.get("state", "not started")
     if state in ACTIVE and _alive(record.get("driver")) is False:
-        return "stopped"
+        return "stopping" if workdir_lock.holder(workdir) else "stopped"
     if state == "pending" and any(p.get("state") == "running" for p in
                                   read_processes(workdir, record.get("attempt"))):
         return "running"
@@ -231,6 +212,7 @@ def unfinished_runs(root: str) -> list[dict[str, Any]]:
         if record and record.get("task") and isinstance(record.get("config"), dict):
             out.append({"task": record["task"], "variant": record.get("variant"),
                         "model": record["config"].get("model", {}).get("name"),
+                        "model_label": record.get("model_label"),
                         "config_file": record.get("config_file"), "config": record["config"],
                         "state": _effective_state(record, dirpath),
                         "_path": os.path.join(dirpath, STATE_DIR, "run.json")})

@@ -10,7 +10,7 @@ process i > 0), so device isolation, logs and resume stay the trainer's own. A r
 process i with the coordinator address of bundle 0 (`--coordinator_address/--num_processes/
 --process_id`; on a TPU slice `--distributed=on`, as JAX finds the slice's hosts itself).
 
-Retries are a loop in the driver (luna_lra.sweep.drive_run, shared with the local backend),
+Retries are a loop in the driver (luna_lra.sweep.driver.drive_run, shared with the local one),
 not Ray's `max_retries`/`retry_exceptions`: a multi-host run must restart all its processes
 together under a new coordinator (Ray retries tasks one at a time), and the driver must see
 each attempt's exit status to print and record it and to leave mistakes alone. Ray's part is
@@ -20,15 +20,16 @@ a task's own exception), which the loop retries like an exit status that a retry
 The trainer subprocess runs in its own session, so a terminal's Ctrl-C reaches only the
 driver, which cancels the tasks: each task sends its trainer SIGTERM, and the trainer saves a
 checkpoint and exits 143. A trainer whose Ray worker dies (its driver or node killed) gets
-SIGTERM (PR_SET_PDEATHSIG) and Ray's clean-up of the worker's children SIGKILLs it: either
+SIGTERM (luna_lra.lifetime) and Ray's clean-up of the worker's children SIGKILLs it: either
 way the next attempt resumes from its last checkpoint. A trainer holds a lock on its workdir
-until it exits, so no retry or restarted sweep starts a second trainer beside a dying one.
+until it exits (luna_lra.workdir_lock), and the driver waits for it to be free before each
+attempt, so no retry or restarted sweep starts a second trainer beside a dying one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
+import logging
 import os
 import queue
 import signal
@@ -39,7 +40,10 @@ import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from luna_lra import sweep_state
+from luna_lra import exits, lifetime
+from luna_lra.sweep import state
+from luna_lra.sweep.driver import Attempt, drive_run, say
+from luna_lra.sweep.runs import SweepError
 
 FORWARDED_ENV_PREFIXES = ("JAX_", "XLA_")  # the driver's settings that change what JAX computes
 TERM_GRACE_SECONDS = 60  # a cancelled trainer's time to save its checkpoint before SIGKILL
@@ -95,8 +99,6 @@ def choose_resources(gpus: int | None, tpu_chips: int | None, cpus: float | None
 def check_fits(runs: Sequence[Mapping[str, Any]], res: Resources,
                nodes: Sequence[Mapping[str, Any]]) -> None:
     """SweepError naming the first run whose processes no set of alive nodes can hold."""
-    from luna_lra.sweep import SweepError
-
     want = res.bundle()
     fitting = [n for n in nodes if n.get("Alive") and all(
         n.get("Resources", {}).get(k, 0) >= v for k, v in want.items())]
@@ -112,19 +114,8 @@ def check_fits(runs: Sequence[Mapping[str, Any]], res: Resources,
 
 # ----------------------------------------------------------------------------- the Ray task
 
-_LIBC = None
-
-
-def _child_setup() -> None:  # runs in the child between fork and exec
-    # Ray's workers block SIGINT and a signal mask is inherited: the trainer starts with none
-    # blocked, as under the local backend.
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    if _LIBC is not None:
-        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM when the worker dies
-
-
 def _child_env(forwarded: Mapping[str, str], kind: str, hosts: int) -> dict[str, str]:
-    env = dict(os.environ)  # the Ray worker's: CUDA_VISIBLE_DEVICES / TPU_* set by Ray
+    env = lifetime.child_env()  # the Ray worker's: CUDA_VISIBLE_DEVICES / TPU_* set by Ray
     env.update(forwarded)
     if kind == "cpu":
         env["JAX_PLATFORMS"] = "cpu"  # a CPU run never takes an accelerator of its node
@@ -134,49 +125,20 @@ def _child_env(forwarded: Mapping[str, str], kind: str, hosts: int) -> dict[str,
     return env
 
 
-def _lock_workdir(path: str, workdir: str, process_id: int, attempt: int) -> int:
-    """An exclusive lock the trainer inherits: waits while an earlier trainer of this run
-    (e.g. one whose sweep was killed and that is still saving) is alive."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    waiting = False
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
-            except BlockingIOError:
-                if not waiting:
-                    sweep_state.write_process(workdir, process_id, attempt=attempt,
-                                              state="waiting for an earlier trainer to exit",
-                                              host=socket.gethostname())
-                    waiting = True
-                time.sleep(POLL_SECONDS)
-    except BaseException:  # cancelled while waiting
-        os.close(fd)
-        raise
-
-
 def run_trainer(argv: Sequence[str], cwd: str, workdir: str, process_id: int, attempt: int,
                 forwarded_env: Mapping[str, str], kind: str, hosts: int) -> dict[str, Any]:
     """Runs one trainer process to its end (in a Ray task); returns its exit status and last
     error line. Cancelling the task (KeyboardInterrupt) stops the trainer: SIGTERM, then
     SIGKILL after TERM_GRACE_SECONDS."""
-    global _LIBC
-    import ctypes
-
     import ray
 
-    if _LIBC is None and sys.platform.startswith("linux"):
-        _LIBC = ctypes.CDLL(None)  # loaded before fork: the child only calls prctl
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         # Ray cancels a running task through the SIGINT handler, which a Ray started from a
         # background shell job ignores: without this, a cancelled trainer would never stop.
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    os.makedirs(os.path.join(workdir, sweep_state.STATE_DIR), exist_ok=True)
+    os.makedirs(os.path.join(workdir, state.STATE_DIR), exist_ok=True)
     log_path = os.path.join(workdir, "train.log" if process_id == 0
                             else f"train.process{process_id}.log")
-    lock = _lock_workdir(os.path.join(workdir, sweep_state.STATE_DIR, f"lock{process_id}"),
-                         workdir, process_id, attempt)
     ids = ray.get_runtime_context().get_accelerator_ids()
     devices = {"gpu": "GPU " + ",".join(ids.get("GPU", [])),
                "tpu": "TPU chips " + ",".join(ids.get("TPU", []))}.get(kind, "cpu")
@@ -184,7 +146,7 @@ def run_trainer(argv: Sequence[str], cwd: str, workdir: str, process_id: int, at
     record = {"attempt": attempt, "host": socket.gethostname(),
               "node_ip": ray.util.get_node_ip_address(), "devices": devices,
               "ray_node": ray.get_runtime_context().get_node_id(),
-              "started_at": sweep_state.utc_now(), "command": cmd}
+              "started_at": state.utc_now(), "command": cmd}
     proc = None
     try:
         with open(log_path, "ab") as log:
@@ -192,19 +154,17 @@ def run_trainer(argv: Sequence[str], cwd: str, workdir: str, process_id: int, at
                       f"{record['host']} ({devices}): {subprocess.list2cmdline(cmd)}\n".encode())
             log.flush()
             proc = subprocess.Popen(cmd, cwd=cwd, env=_child_env(forwarded_env, kind, hosts),
-                                    stdout=log, stderr=subprocess.STDOUT, pass_fds=(lock,),
-                                    start_new_session=True,  # Ctrl-C is the driver's to handle
-                                    preexec_fn=_child_setup)
-            sweep_state.write_process(workdir, process_id, state="running", pid=proc.pid,
+                                    stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # Ctrl-C is the driver's to handle
+            state.write_process(workdir, process_id, state="running", pid=proc.pid,
                                       **record)
             _wait_or_stop(proc)
     finally:  # also when cancelled: the record says how the trainer ended
-        os.close(lock)
         rc = proc.returncode if proc is not None else None
-        error = sweep_state.last_error_line(log_path) if rc else ""
-        sweep_state.write_process(workdir, process_id, state="exited",
+        error = state.last_error_line(log_path) if rc else ""
+        state.write_process(workdir, process_id, state="exited",
                                   pid=proc.pid if proc else None, exit_status=rc, error=error,
-                                  ended_at=sweep_state.utc_now(), **record)
+                                  ended_at=state.utc_now(), **record)
     return {"exit_status": rc, "error": error, "host": record["host"]}
 
 
@@ -253,10 +213,8 @@ class RayBackend:
         self.stopping = threading.Event()
 
     def attempt(self, planned, attempt: int, say: Callable[[str], None]):
-        """One attempt of a run (a sweep.Planned), to the end of all its processes: a
-        sweep.Attempt."""
-        from luna_lra.sweep import Attempt
-
+        """One attempt of a run (a driver.Planned), to the end of all its processes: a
+        driver.Attempt."""
         run, workdir = planned.run, planned.workdir
         argv = planned.argv[1:]  # without the python: each node's worker uses its own
         if run.get("hosts", 1) == 1:
@@ -281,7 +239,6 @@ class RayBackend:
     def _placement_group(self, run):
         """(a placement group of one bundle per host, ready; the bundle's resources; how to
         release it). The group is None when the sweep stops while waiting for it."""
-        from luna_lra.sweep import SweepError
         from ray.util.placement_group import placement_group
 
         hosts = run["hosts"]
@@ -332,8 +289,6 @@ class RayBackend:
         """Waits for every process; when one fails, stops the others (a run is all its
         processes). The attempt's status: a final one if any process had one, else the
         first failure."""
-        from luna_lra.sweep import Attempt
-
         ended: list = []  # outcomes in the order the processes ended
         pending, announced, cancelled = list(refs), False, False
         while pending:
@@ -347,12 +302,10 @@ class RayBackend:
             if not announced:
                 announced = self._announce(workdir, attempt, len(refs), say)
         failures = [o for o in ended if o.exit_status != 0]
-        finals = [o for o in failures if not sweep_state.classify(o.exit_status)[0]]
+        finals = [o for o in failures if not exits.classify(o.exit_status)[0]]
         return (finals or failures or [Attempt(0, "")])[0]
 
     def _outcome(self, ref):
-        from luna_lra.sweep import Attempt
-
         exc = self.ray.exceptions
         try:
             out = self.ray.get(ref)
@@ -361,13 +314,13 @@ class RayBackend:
             return Attempt(None, "stopped: another process of its run ended, or the sweep "
                                  "stopped")
         except exc.RayTaskError as e:  # our task itself failed (e.g. the directory is missing)
-            return Attempt(sweep_state.EXIT["mistake"],
+            return Attempt(exits.EXIT["mistake"],
                            f"the trainer could not be started: {str(e).strip().splitlines()[-1]}")
         except exc.RayError as e:  # the worker or its node died: Ray tells us, we retry
             return Attempt(None, f"{type(e).__name__}: {str(e).strip().splitlines()[0]}")
 
     def _announce(self, workdir, attempt, hosts, say) -> bool:
-        procs = [p for p in sweep_state.read_processes(workdir, attempt)
+        procs = [p for p in state.read_processes(workdir, attempt)
                  if p.get("state") in ("running", "exited")]
         if len(procs) < hosts:
             return False
@@ -379,8 +332,6 @@ class RayBackend:
 def tpu_slice_shape(nodes: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
     """(topology, accelerator version) of the TPU slice the cluster's nodes belong to, from
     the labels Ray gives TPU nodes (ray.io/tpu-topology, ray.io/tpu-pod-type)."""
-    from luna_lra.sweep import SweepError
-
     for node in nodes:
         labels = node.get("Labels") or {}
         topology, pod_type = labels.get("ray.io/tpu-topology"), labels.get("ray.io/tpu-pod-type")
@@ -392,8 +343,6 @@ def tpu_slice_shape(nodes: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
 
 def connect(address: str | None):
     """Connects to the cluster at `address`, or starts Ray on this machine."""
-    import logging
-
     import ray
 
     if address:
@@ -406,24 +355,22 @@ def connect(address: str | None):
 def run_sweep(todo: Sequence[Any], *, max_retries: int, address: str | None = None,
               gpus: int | None = None, tpu_chips: int | None = None,
               cpus: float | None = None) -> list[str]:
-    """Drives every planned run (sweep.Planned) on Ray, each in its own thread, as many at
+    """Drives every planned run (driver.Planned) on Ray, each in its own thread, as many at
     once as the cluster holds; returns 'finished' / 'failed' / 'stopped' per run, in order.
     Ctrl-C or SIGTERM stops the runs: their trainers get SIGTERM, save a checkpoint and exit."""
-    from luna_lra import sweep
-
     ray = connect(address)
     try:
         nodes = ray.nodes()
         res = choose_resources(gpus, tpu_chips, cpus, nodes)
         check_fits([p.run for p in todo], res, nodes)
         total = ray.cluster_resources()
-        sweep._say(f"Ray: {sum(1 for n in nodes if n.get('Alive'))} node(s) with "
+        say(f"Ray: {sum(1 for n in nodes if n.get('Alive'))} node(s) with "
                    + ", ".join(f"{k} {total[k]:g}" for k in ("CPU", "GPU", "TPU") if total.get(k))
                    + f"; each trainer process holds {res.describe()}")
         backend = RayBackend(res, os.getcwd())
         results: queue.Queue = queue.Queue()
         for i, planned in enumerate(todo):
-            sweep._say(f"{planned.head}: queued ({planned.why})")
+            say(f"{planned.head}: queued ({planned.why})")
             threading.Thread(target=_drive, args=(i, planned, backend, max_retries, results),
                              daemon=True).start()
         out: list = [None] * len(todo)
@@ -448,12 +395,10 @@ def _interrupt(signum, frame):
 
 def _stop(backend: RayBackend, results: queue.Queue, running: int) -> None:
     """Ctrl-C or SIGTERM: cancels every task (each trainer gets SIGTERM, saves a checkpoint
-    and exits 143) and waits for them, unless Ctrl-C comes again. (Had the driver been killed instead,
-    Ray would SIGKILL the trainers with their workers: they resume from their last checkpoint.)"""
-    from luna_lra import sweep
-
+    and exits 143) and waits for them, unless Ctrl-C comes again. (Had the driver been killed
+    instead, its trainers would get SIGTERM as their workers die, then Ray's SIGKILL.)"""
     backend.stopping.set()
-    sweep._say("stopping: each trainer saves a checkpoint (Ctrl-C again to stop at once)")
+    say("stopping: each trainer saves a checkpoint (Ctrl-C again to stop at once)")
     deadline = time.time() + TERM_GRACE_SECONDS + 10
     try:
         for _ in range(running):
@@ -463,15 +408,13 @@ def _stop(backend: RayBackend, results: queue.Queue, running: int) -> None:
 
 
 def _drive(i, planned, backend: RayBackend, max_retries: int, results: queue.Queue) -> None:
-    from luna_lra import sweep
-
-    def say(msg: str) -> None:
-        sweep._say(f"{planned.head}: {msg}")
+    def say_run(msg: str) -> None:
+        say(f"{planned.head}: {msg}")
 
     try:
-        outcome = sweep.drive_run(planned, lambda attempt: backend.attempt(planned, attempt, say),
-                                  max_retries=max_retries, stopping=backend.stopping)
+        outcome = drive_run(planned, lambda attempt: backend.attempt(planned, attempt, say_run),
+                            max_retries=max_retries, stopping=backend.stopping)
     except Exception as e:  # noqa: BLE001 - one run's failure never stops the others
-        say(f"FAILED in the sweep itself: {type(e).__name__}: {e}")
+        say_run(f"FAILED in the sweep itself: {type(e).__name__}: {e}")
         outcome = "failed"
     results.put((i, outcome))

@@ -21,11 +21,20 @@ DROPPED = {"text:tiny+pre_ln_no_embed_ln": {"encoder/packed_embed_norm/bias",
                                            "encoder/packed_embed_norm/scale"}}
 
 
+# Fields the snapshot's configs carried for every model (one field set then), which a model
+# without them never read: Luna's for the Transformer, the Transformer's qkv_dim (0) for Luna.
+NOT_READ = {"transformer": {"proj_len", "tie_kv", "normalize_before"},
+            "luna": {"qkv_dim"}}
+
+
 def _rebuild(name):
-    entry = TREES[name]
-    cfg = base_config().model
-    cfg.update(ml_collections.ConfigDict(entry["model"]))
-    return tree_of(cfg, TaskInfo(**entry["task"]))
+    entry = dict(TREES[name]["model"])
+    cfg = base_config(entry["name"]).model
+    extra = set(entry) - set(cfg)
+    assert extra <= NOT_READ[entry["name"]] and entry.get("qkv_dim", 0) in (0, None) \
+        or entry["name"] == "transformer", extra
+    cfg.update(ml_collections.ConfigDict({k: v for k, v in entry.items() if k not in extra}))
+    return tree_of(cfg, TaskInfo(**TREES[name]["task"]))
 
 
 @pytest.mark.parametrize("name", sorted(set(TREES) - REFUSED))

@@ -1,0 +1,5 @@
+import sys
+
+from luna_lra.sweep.cli import main
+
+sys.exit(main())
