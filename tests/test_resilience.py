@@ -20,9 +20,9 @@ pytestmark = pytest.mark.slow
 
 def small_run_args(data_dir, workdir, steps=24, extra=()):
     return train_args(data_dir, workdir, steps, **{
-        "model.proj_len": 4, "train.eval_every": 4, "train.log_every": 2,
-        "train.checkpoint_every": 2, "train.keep_checkpoints": 2, "optim.warmup_steps": 4}
-    ) + list(extra)
+        "model.proj_len": 4, "data.eval_batch_size": 16, "train.eval_every": 4,
+        "train.log_every": 2, "train.checkpoint_every": 2, "train.keep_checkpoints": 2,
+        "optim.warmup_steps": 4}) + list(extra)
 
 
 @pytest.fixture(scope="module")
