@@ -150,7 +150,7 @@ CHOICES = {
     "model.dtype": ("float32", "bfloat16"),
     "optim.schedule": ("inverse_sqrt", "cosine", "constant"),
 }
-ATTENTION_IMPLS = {"luna": ("xla", "pallas", "auto"),
+ATTENTION_IMPLS = {"luna": ("xla", "pallas", "mosaic", "triton", "auto"),
                    "transformer": ("xla", "dot_product", "cudnn")}
 POSITIVE = ("data.max_length", "data.batch_size", "data.eval_batch_size", "model.emb_dim",
             "model.num_layers", "model.num_heads", "model.mlp_dim", "model.proj_len",

@@ -89,6 +89,9 @@ def make_plan(kind, b, h, lq, lk, d, dtype, rate, interpret, *, block_q, block_k
     if d % 16:
         raise ValueError(f"the Mosaic GPU kernels need head_dim a multiple of 16, got {d}")
     long, short = (lk, lq) if kind == "pack" else (lq, lk)
+    if short > 256:
+        raise ValueError(f"the Mosaic GPU kernels take a short side of at most 256 rows (one "
+                         f"TMA box), got {short}: use the Triton kernels (impl='triton')")
     rows = (block_k if kind == "pack" else block_q) or ROWS
     cols = block_q if kind == "pack" else block_k
     if rows % 64:
