@@ -423,7 +423,7 @@ def _per_block(plan, g, ins, short_names, svec_names, long_names, lvec_names, ou
         plgpu.wait_smem_to_gmem(0)
 
     # One staging tile for the [R, D] outputs: pack dk/dv at l = 256, head_dim 128 fits
-    # H100's 227 KiB of SMEM only so.
+    # H100's 227 KiB of SMEM only so (211 KiB).
     stage = (_tiled if g["long_tiled"] else lambda shape, dtype, _: _plain(shape, dtype))(
         (rows, d), outs[staged[0]].dtype, g["swizzle"])
     scratch = dict(_short_scratch(g, ins, short_names, svec_names, whole), o_stage=stage,
