@@ -98,9 +98,9 @@ def make_plan(kind, b, h, lq, lk, d, dtype, rate, interpret, *, block_q, block_k
         raise ValueError(f"long-side block of {rows} rows: wgmma needs a multiple of 64")
     if cols is not None and (cols % 16 or cols > 256):
         raise ValueError(f"short-side chunk of {cols} columns: needs a multiple of 16, <= 256")
-    # Register budget of one warpgroup (128 threads): the float32 tiles [R, C] and
-    # accumulators ([R, D] or [D, C]) must fit with room to spare, so C shrinks as D grows,
-    # and dk/dv (two accumulators, two tiles) take half the forward's C.
+    # Registers of one warpgroup (128 threads, at most 255 each): a float32 [D, C] accumulator
+    # of 8,192 elements is 64 per thread, beside the [R, C] tiles; so C = 8192 / D (128 at
+    # head_dim 64, 64 at 128), and half that for dk/dv (two accumulators, two tiles).
     chunk = lambda budget: cols or max(16, min(common.round_up(short, 16), budget // d // 16 * 16))
     blocks = lambda c: common.BlockSizes(c, rows) if kind == "pack" else common.BlockSizes(rows, c)
     splits = common.split(common.cdiv(long, rows), num_splits or common.auto_splits(
