@@ -152,8 +152,9 @@ POSITIVE = ("data.max_length", "data.batch_size", "data.eval_batch_size", "train
 NON_NEGATIVE = ("optim.warmup_steps", "optim.warmup_init_lr", "optim.end_lr",
                 "optim.weight_decay", "optim.grad_clip_norm")
 RATES = ("optim.b1", "optim.b2")  # in [0, 1)
-# attention implementations that need a GPU or TPU (a model's attention_impl field)
-ACCELERATOR_IMPLS = ("pallas", "cudnn")
+# a model's attention_impl values that need an accelerator: the backends they run on
+GPU, ACCELERATOR = ("gpu", "cuda"), ("gpu", "cuda", "tpu")
+IMPL_BACKENDS = {"pallas": ACCELERATOR, "mosaic": ACCELERATOR, "triton": GPU, "cudnn": GPU}
 
 
 def check(config, *, devices: int = 1, processes: int = 1, backend: str = "cpu") -> None:
@@ -184,9 +185,10 @@ def check(config, *, devices: int = 1, processes: int = 1, backend: str = "cpu")
         raise ConfigError(f"config field data.batch_size={get('data.batch_size')}: must be a "
                           f"multiple of the {processes} processes of this run")
     impl = get("model.attention_impl")
-    if impl in ACCELERATOR_IMPLS and backend not in ("gpu", "cuda", "tpu"):
-        raise ConfigError(f"config field model.attention_impl={impl!r}: needs a GPU or TPU, "
-                          f"this run's backend is {backend!r}; use another (e.g. 'xla')")
+    if impl in IMPL_BACKENDS and backend not in IMPL_BACKENDS[impl]:
+        needs = "a GPU" if IMPL_BACKENDS[impl] == GPU else "a GPU or TPU"
+        raise ConfigError(f"config field model.attention_impl={impl!r}: needs {needs}, this "
+                          f"run's backend is {backend!r}; use another (e.g. 'xla')")
 
 
 # ----------------------------------------------------------------------------- the same run

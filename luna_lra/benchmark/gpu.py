@@ -1,11 +1,13 @@
 """`python -m luna_lra.benchmark gpu [--dry-run] [--out DIR] [--wheels DIR]`: everything a
 fresh GPU machine (H100/H200, jax with CUDA) should measure, in one call of under 8 minutes:
 
-  1. tests    JAX_PLATFORMS=cuda pytest tests/test_ops_pallas_gpu.py (the kernels at real plans)
-  2. kernels  `kernels`: Pallas vs the XLA path vs jax.nn (cuDNN) (and tokamax when it is
-              installed), batch 32, 8 heads, head_dim 64, bf16, n 1K-16K, l 16/128/256
+  1. tests    JAX_PLATFORMS=cuda pytest tests/test_ops_pallas_gpu.py tests/test_ops_pallas_mgpu.py (the
+              Triton kernels, and on Hopper the Mosaic GPU ones, compiled, at real plans)
+  2. kernels  `kernels`: this device's Pallas kernels (Mosaic GPU on Hopper) and Triton's vs
+              the XLA path vs jax.nn (cuDNN) (and tokamax when it is installed), batch 32,
+              8 heads, head_dim 64, bf16, n 1K-16K, l 16/128/256
   3. model    `model --mode gpu`: Transformer (XLA, cuDNN) vs Luna-16/128/256 (XLA, Pallas) on
-              the Text model, n 1K-16K, bf16
+              the Text model, n 1K-16K, bf16 (Pallas: Mosaic GPU on Hopper)
   4. train    configs/text.py:luna256 in bf16 on synthetic Text-shaped data (IMDB cannot travel),
               about a minute with impl=xla, then the same steps with impl=pallas: steps/s and
               both loss curves
@@ -13,8 +15,9 @@ fresh GPU machine (H100/H200, jax with CUDA) should measure, in one call of unde
 Each part runs in its own process under a time limit (a hang or crash costs that part only).
 It prints a short table of the issue's bars last and leaves three files in OUT: summary.md,
 summary.json and parts.tar.gz (every part's tables and logs), so all come back from a device
-machine's $OUT. --dry-run rehearses every path on the CPU at tiny sizes (kernels in
-Pallas interpret mode; the GPU tests only collected) in about a minute. --wheels DIR first
+machine's $OUT. --dry-run rehearses every path on the CPU at tiny sizes (the Triton kernels in
+Pallas interpret mode, the Mosaic GPU ones in GPU interpret mode; the GPU tests only collected)
+in a few minutes. --wheels DIR first
 installs the wheels in DIR (ml-collections etc., which the GPU image lacks) with pip, offline.
 """
 
@@ -35,7 +38,7 @@ from luna_lra.benchmark import measure
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Seconds per part (the whole stays under 8 minutes); the benchmarks get a budget inside it.
 LIMITS = {"tests": 75, "kernels": 130, "model": 130, "train": 140}
-DRY_LIMITS = {"tests": 60, "kernels": 90, "model": 90, "train": 120}
+DRY_LIMITS = {"tests": 60, "kernels": 120, "model": 90, "train": 120}
 # Issue 14's reference for Luna at 4K (Luna-256, Mega's efficiency table): speed and memory
 # relative to the softmax Transformer.
 PAPER_4K = {"speed": 4.9, "memory": 0.16}
@@ -45,7 +48,7 @@ def part_commands(out: str, dry: bool) -> dict:
     """{part: (argv, env overrides)}, each run from the repository root."""
     py = sys.executable
     bench = [py, "-m", "luna_lra.benchmark"]
-    tests = [py, "-m", "pytest", "-q", "tests/test_ops_pallas_gpu.py"] + (
+    tests = [py, "-m", "pytest", "-q", "tests/test_ops_pallas_gpu.py", "tests/test_ops_pallas_mgpu.py"] + (
         ["--collect-only"] if dry else [])
     kernels = bench + ["kernels", "--out", f"{out}/kernels", "--budget-s",
                        str(LIMITS["kernels"] - 40)] + (["--quick"] if dry else [])

@@ -1,11 +1,14 @@
 """`python -m luna_lra.benchmark kernels [--quick] [--out DIR]`: Luna's pack and unpack attention
-cores as the Pallas kernel, the XLA path and jax.nn.dot_product_attention (cuDNN where it
-works, else its XLA path), at batch 32, 8 heads, head_dim 64, bfloat16, n in 1K..16K, l in
+cores as the Pallas kernels of this device ("pallas": Mosaic GPU on Hopper, Triton on other
+GPUs) and Triton's on Hopper too, the XLA path, jax.nn.dot_product_attention (cuDNN where it
+works, else its XLA path) and tokamax.dot_product_attention when installed (Python >= 3.12;
+its default implementation), at batch 32, 8 heads, head_dim 64, bfloat16, n in 1K..16K, l in
 {16, 128, 256}: forward and forward+backward time (median after a warm-up; compile time apart),
 memory, achieved bandwidth and FLOP rate as shares of this card's copy bandwidth and bf16
-matmul rate measured in the same run, and a kernel vs reference correctness check. Writes
-OUT/kernels_<device-slug>.md and .json. --quick: tiny sizes (the kernels run in interpret mode
-on a CPU), a smoke test in under a minute.
+matmul rate measured in the same run, and a correctness check of each kernel family against
+the reference. Writes OUT/kernels_<device-slug>.md and .json. --quick: tiny sizes (on a CPU the
+kernels run in interpret mode, Mosaic GPU's for the check only), a smoke test in about a
+minute.
 """
 
 from __future__ import annotations
@@ -25,10 +28,41 @@ from luna_lra.benchmark.measure import fmt as _fmt
 
 FULL = dict(batch=32, heads=8, head_dim=64, ns=(1024, 2048, 4096, 8192, 16384), ls=(16, 128, 256),
             check=dict(batch=4, n=1024, l=128), copy_mib=2048, matmul=8192, runs=5)
-QUICK = dict(batch=2, heads=2, head_dim=16, ns=(128,), ls=(16,), check=dict(batch=2, n=64, l=16),
-             copy_mib=16, matmul=256, runs=2)
-IMPLS = ("pallas", "xla", "jax.nn") + (
-    ("tokamax",) if importlib.util.find_spec("tokamax") else ())  # when its wheel travels
+QUICK = dict(batch=2, heads=1, head_dim=16, ns=(128,), ls=(16,), check=dict(batch=2, n=64, l=16),
+             copy_mib=16, matmul=256, runs=1)
+# Inputs of each kernel family's check ("pallas": this device's); Mosaic GPU takes 16-bit only.
+CHECK_DTYPES = {"pallas": (jnp.bfloat16, jnp.float32), "triton": (jnp.bfloat16, jnp.float32),
+                "mosaic": (jnp.bfloat16,)}
+
+
+def kernel_impls(interpret):
+    """The kernel families checked against the oracle: this device's ("pallas") and the other
+    GPU family where it runs as well: Triton on Hopper (where "pallas" is Mosaic GPU), Mosaic GPU
+    in GPU interpret mode on a CPU (where "pallas" is Triton's interpret mode) when this JAX has
+    it."""
+    device = ops.resolve_impl("pallas", interpret=interpret)
+    if device == "pallas_mgpu":
+        return ("pallas", "triton")
+    if interpret and jax.default_backend() == "cpu" and _has_mosaic_gpu():
+        return ("pallas", "mosaic")
+    return ("pallas",)
+
+
+def impls(interpret):
+    """Every implementation timed, in table order: the kernel families, but on a CPU (where
+    interpreted times mean nothing, and GPU interpret mode is slow) only "pallas"."""
+    kernels = ("pallas",) if interpret else kernel_impls(interpret)
+    return kernels + ("xla", "jax.nn") + (
+        ("tokamax",) if importlib.util.find_spec("tokamax") else ())  # Python >= 3.12
+
+
+def _has_mosaic_gpu():
+    try:
+        importlib.import_module("luna_lra.ops.pallas_mgpu")
+    except ImportError:  # JAX < 0.11
+        return False
+    return True
+
 
 def measure_peaks(cfg):
     """Copy bandwidth (bytes/s; x + 1 reads and writes each byte once) and bf16 matmul FLOP/s."""
@@ -45,10 +79,18 @@ def measure_peaks(cfg):
 # ------------------------------------------------------------------------- implementations
 
 def _attention_fn(impl, kind, interpret):
-    """f(q, k, v, mask) of the Pallas kernel or the XLA path through luna_lra.ops."""
+    """f(q, k, v, mask) of the Pallas kernels or the XLA path through luna_lra.ops."""
     op = ops.pack_attention if kind == "pack" else ops.unpack_attention
-    kw = {"interpret": interpret} if impl == "pallas" else {}
+    kw = {"interpret": interpret} if impl != "xla" else {}
     return lambda q, k, v, m: op(q, k, v, m, impl=impl, **kw)
+
+
+def _ran(impl, kind, q, k, interpret):
+    """Which kernels (or XLA) ops runs for this impl and these inputs."""
+    with ops.record_choices() as found:
+        jax.eval_shape(_attention_fn(impl, kind, interpret), q, k, k,
+                       jax.ShapeDtypeStruct(k.shape[:2], jnp.bool_))
+    return found[0][1]
 
 
 def _nn_attention(implementation):
@@ -58,12 +100,16 @@ def _nn_attention(implementation):
         implementation=implementation)
 
 
-def _tokamax_attention():
-    """tokamax.dot_product_attention (its jax.nn-like API) with the key mask as a boolean mask;
-    a failure is the row's status."""
+def tokamax_attention(implementation=None):
+    """tokamax.dot_product_attention (its jax.nn-like API; query and key sides may differ in
+    length) with the key mask given as lengths, as for jax.nn: Luna's masks are padding masks
+    (real tokens first). implementation None: tokamax picks (Mosaic GPU or Triton on a GPU, XLA
+    on a CPU); a failure is the row's status."""
     import tokamax
 
-    return lambda q, k, v, m: tokamax.dot_product_attention(q, k, v, mask=m[:, None, None, :])
+    return lambda q, k, v, m: tokamax.dot_product_attention(
+        q, k, v, key_value_seq_lengths=jnp.sum(m, axis=1, dtype=jnp.int32),
+        implementation=implementation)
 
 
 def _fwd_bwd(fn):
@@ -89,9 +135,10 @@ def bench_row(cfg, kind, n, l, impl, interpret, peaks):
     try:
         q, k, v, m, g = _inputs(jax.random.key(n + l), b, lq, lk, h, d, jnp.bfloat16)
         if impl == "tokamax":
-            fn, row["impl_detail"] = _tokamax_attention(), "tokamax"
+            fn, row["impl_detail"] = tokamax_attention(), "tokamax (its default implementation)"
         elif impl != "jax.nn":
-            fn, row["impl_detail"] = _attention_fn(impl, kind, interpret), impl
+            fn = _attention_fn(impl, kind, interpret)
+            row["impl_detail"] = f"{impl}: {_ran(impl, kind, q, k, interpret)}"
         else:
             fn, row["impl_detail"] = _nn_attention("cudnn"), "jax.nn cudnn"
             try:
@@ -121,8 +168,8 @@ def bench_row(cfg, kind, n, l, impl, interpret, peaks):
     return row
 
 
-def check_row(cfg, kind, dtype, interpret):
-    """Max relative error (max|a-b| / max|b|) of the kernel's out, dq, dk, dv vs the oracle
+def check_row(cfg, impl, kind, dtype, interpret):
+    """Max relative error (max|a-b| / max|b|) of the kernels' out, dq, dk, dv vs the oracle
     (float32 math at highest matmul precision), ragged mask with an all-padded example, dropout."""
     c = cfg["check"]
     lq, lk = (c["l"], c["n"]) if kind == "pack" else (c["n"], c["l"])
@@ -132,11 +179,13 @@ def check_row(cfg, kind, dtype, interpret):
     m = jnp.arange(lk)[None, :] < lengths[:, None]
     op = ops.pack_attention if kind == "pack" else ops.unpack_attention
     kw = dict(dropout_rate=0.1, dropout_seed=jnp.uint32(1234))
-    row = dict(op=kind, dtype=jnp.dtype(dtype).name, shape=f"b={c['batch']} lq={lq} lk={lk}")
+    row = dict(op=kind, impl=impl, dtype=jnp.dtype(dtype).name,
+               shape=f"b={c['batch']} lq={lq} lk={lk}")
     try:
+        row["ran"] = _ran(impl, kind, q, k, interpret)
         # Float32 at "highest" (IEEE dots in the kernel; its default on a GPU is TF32, as XLA's)
         with jax.default_matmul_precision("highest" if dtype == jnp.float32 else None):
-            got = jax.jit(_fwd_bwd(lambda *a: op(*a, impl="pallas", interpret=interpret,
+            got = jax.jit(_fwd_bwd(lambda *a: op(*a, impl=impl, interpret=interpret,
                                                  **kw)))(q, k, v, m, g)
         up = lambda x: x.astype(jnp.float32)
         with jax.default_matmul_precision("highest"):
@@ -162,7 +211,7 @@ def to_markdown(meta, rows, checks):
            f"- shapes: batch {meta['batch']}, heads {meta['heads']}, head_dim {meta['head_dim']}, "
            f"bfloat16, no padding, no dropout; pack: q = l rows, k/v = n rows; unpack: the reverse",
            f"- measured peaks: copy {peak_bw:.1f} GB/s, bf16 matmul {peak_fl:.2f} TFLOP/s",
-           f"- pallas kernel: {meta['pallas_impl']}"
+           f"- pallas: this device's kernels ({meta['pallas_impl']} for 16-bit inputs)"
            + (" (interpret mode: timings mean nothing)" if meta["interpret"] else ""),
            "- times: median of the runs after one warm-up; compile time apart. GB/s counts q, k, "
            "v, o (+ dO, dq, dk, dv) once; FLOPs 4·b·h·lq·lk·d forward, 3.5x that forward+backward",
@@ -195,14 +244,16 @@ def to_markdown(meta, rows, checks):
     for b in kernel_bars(rows):
         out.append(f"| {b['op']} | {b['n']} | {_fmt(b['speedup'])} | {_fmt(b['memory_ratio'])} | "
                    f"{_fmt(b['time_over_floor'])} | {b['verdict']} |")
-    out += ["", "## Correctness: Pallas kernel vs the oracle (ops/reference.py)",
+    out += ["", "## Correctness: the Pallas kernels vs the oracle (ops/reference.py)",
             "", "max |kernel − reference| / max |reference|, ragged key mask with an all-padded "
             "example, dropout 0.1; reference in float32 at highest matmul precision, float32 "
-            "kernels too (IEEE dots; their default on a GPU is TF32)", "",
-            "| op | dtype | shape | out | dq | dk | dv | status |",
-            "|---|---|---|---|---|---|---|---|"]
+            "kernels too (IEEE dots; their default on a GPU is TF32); `ran`: the kernels the "
+            "impl took for these inputs", "",
+            "| op | impl | ran | dtype | shape | out | dq | dk | dv | status |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for c in checks:
-        out.append(f"| {c['op']} | {c['dtype']} | {c['shape']} | " + " | ".join(
+        out.append(f"| {c['op']} | {c['impl']} | {c.get('ran', '—')} | {c['dtype']} | "
+                   f"{c['shape']} | " + " | ".join(
             _fmt(c.get(f"{x}_max_rel"), ".1e") for x in ("out", "dq", "dk", "dv"))
             + f" | {c['status']} |")
     return "\n".join(out) + "\n"
@@ -239,7 +290,7 @@ def timing_rows(cfg, interpret, peaks, budget_s, start):
     for n in cfg["ns"]:
         for l in cfg["ls"]:
             for kind in ("pack", "unpack"):
-                for impl in IMPLS:
+                for impl in impls(interpret):
                     if time.perf_counter() - start > budget_s:
                         rows.append(dict(op=kind, n=n, l=l, impl=impl,
                                          status=f"skipped (--budget-s {budget_s:g})"))
@@ -264,8 +315,8 @@ def run(quick: bool, out: str, budget_s: float) -> dict:
     peaks = measure_peaks(cfg)
     print(f"[kernels] peaks: copy {peaks[0] / 1e9:.1f} GB/s, bf16 matmul {peaks[1] / 1e12:.2f} "
           "TFLOP/s", flush=True)
-    checks = [check_row(cfg, kind, dtype, interpret)
-              for kind in ("pack", "unpack") for dtype in (jnp.bfloat16, jnp.float32)]
+    checks = [check_row(cfg, impl, kind, dtype, interpret) for impl in kernel_impls(interpret)
+              for kind in ("pack", "unpack") for dtype in CHECK_DTYPES[impl]]
     for c in checks:
         print(f"[kernels] check {c}", flush=True)
     rows = timing_rows(cfg, interpret, peaks, budget_s, start)
@@ -282,7 +333,7 @@ def run(quick: bool, out: str, budget_s: float) -> dict:
 
 
 def add_parser(sub):
-    k = sub.add_parser("kernels", help="pack/unpack attention kernels vs XLA and jax.nn")
+    k = sub.add_parser("kernels", help="pack/unpack attention kernels vs XLA, jax.nn, tokamax")
     k.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test (CPU is fine)")
     k.add_argument("--out", default="results", help="output directory (default: results/)")
     k.add_argument("--budget-s", type=float, default=240.0,

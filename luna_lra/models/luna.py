@@ -36,8 +36,9 @@ class LunaConfig(ModelConfig):
     normalize_before: bool = flag(False, "pre-LN; the official LRA runs are post-LN")
     # LunarMultiheadAttention's schemes only: "lra" is LRA's Transformer scheme
     init: str = choice("official", "bert")
-    attention_impl: str = choice("xla", "pallas", "auto", doc="luna_lra.ops: the XLA path, the "
-                                 "Pallas kernels, or the kernels where they apply")
+    attention_impl: str = choice("xla", "pallas", "mosaic", "triton", "auto",
+                                 doc="luna_lra.ops: the XLA path; this device's Pallas kernels; "
+                                 "Mosaic's or Triton's, forced; the kernels where they apply")
 
     @property
     def fairseq_positions(self) -> bool:

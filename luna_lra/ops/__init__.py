@@ -3,15 +3,21 @@
 `pack_attention` / `unpack_attention` take `impl`:
   "xla"     the fast XLA form in xla.py, on any backend (reference.py holds the oracle every
             form is tested against).
-  "pallas"  the Pallas kernels: pallas_gpu.py (Triton) on a GPU backend, pallas_tpu.py (Mosaic)
-            on TPU. Elsewhere (CPU) an error, unless interpret=True, which runs the GPU kernels
-            in Pallas interpret mode (slow; for tests).
-  "auto"    the kernels on GPU (compute capability >= 8.0) / TPU for the shapes they are built
-            and tested for (see `kernel_supports`), the XLA form otherwise.
-`resolve_impl` says which of "xla", "pallas_gpu", "pallas_tpu" an impl name runs;
-`record_choices` collects which one each call actually ran (after the shape check and the
-import fallback of "auto"). This package imports with jax alone; the kernel modules are
-imported on first use.
+  "pallas"  the Pallas kernels of this device: on a GPU the Mosaic GPU kernels
+            (pallas_mgpu.py) on Hopper for bfloat16/float16 inputs when the installed JAX has
+            Mosaic GPU (>= 0.11), else the Triton ones (pallas_gpu.py: Ampere and newer,
+            and float32); pallas_tpu.py (Mosaic TPU) on TPU. Elsewhere (CPU) an error, unless
+            interpret=True, which runs the Triton kernels in Pallas interpret mode (slow; for
+            tests).
+  "mosaic"  the Mosaic kernels of the backend (Mosaic GPU; TPU: pallas_tpu.py), forced;
+            on the CPU with interpret=True the Mosaic GPU kernels in GPU interpret mode.
+  "triton"  the Triton kernels, forced (GPU; CPU with interpret=True).
+  "auto"    what "pallas" picks on GPU (compute capability >= 8.0) / TPU for the shapes the
+            kernels are built and tested for (see `kernel_supports`), the XLA form otherwise.
+`resolve_impl` says which of "xla", "pallas_gpu", "pallas_mgpu", "pallas_tpu" an impl name
+runs on a backend; `record_choices` collects which one each call actually ran (after the
+dtype and shape checks and the import fallbacks of "pallas" and "auto"). This package imports
+with jax alone; the kernel modules are imported on first use.
 """
 
 from __future__ import annotations
@@ -27,47 +33,72 @@ from luna_lra.ops import dropout as dropout_lib
 from luna_lra.ops import reference, xla
 from luna_lra.ops.reference import attention
 
-IMPLS = ("xla", "pallas", "auto")
-_KERNELS = {"gpu": "pallas_gpu", "cuda": "pallas_gpu", "tpu": "pallas_tpu"}
+IMPLS = ("xla", "pallas", "mosaic", "triton", "auto")
+# Head dims and inputs each kernel module is built, tested and benchmarked for ("auto" takes
+# it only there, with the short side at most 256). "pallas" and "auto" take Triton where
+# Mosaic GPU's are not: its kernels take 16-bit inputs only (wgmma has no float32 operand
+# they can use: pallas_mgpu.py) and a short side of at most 256 rows.
+_DESIGNED = {
+    "pallas_gpu": ((32, 64, 128), (jnp.float32, jnp.bfloat16)),
+    "pallas_tpu": ((32, 64, 128), (jnp.float32, jnp.bfloat16)),
+    "pallas_mgpu": ((64, 128), (jnp.bfloat16, jnp.float16)),
+}
+_FALLBACK = {"pallas_mgpu": "pallas_gpu"}  # when "pallas"/"auto" cannot run Mosaic GPU
 
 
-def resolve_impl(impl: str, backend: str | None = None, *, interpret: bool = False) -> str:
-    """The implementation `impl` selects on `backend` (default jax.default_backend()):
-    "xla", "pallas_gpu" or "pallas_tpu". For "auto" this is the choice for supported shapes;
-    a call with other shapes still falls back to "xla" (see kernel_supports)."""
+def resolve_impl(impl: str, backend: str | None = None, *, interpret: bool = False,
+                 compute_capability: str | None = None) -> str:
+    """The kernels (or "xla") `impl` selects on `backend` (default jax.default_backend()):
+    "xla", "pallas_gpu" (Triton), "pallas_mgpu" (Mosaic GPU) or "pallas_tpu".
+    compute_capability ("9.0" on an H100): of the GPU, by default read from the device when
+    `backend` is the running one; unknown, "pallas" takes Triton. For "pallas" and "auto" on
+    Hopper this is the choice for the inputs and shapes Mosaic GPU's kernels take; a call
+    with others (float32, l > 256) takes Triton's, and under "auto" the XLA form where no
+    kernels are built for its shapes (see `kernel_supports`)."""
     if impl not in IMPLS:
         raise ValueError(f"attention impl must be one of {IMPLS}, got {impl!r}")
     if impl == "xla":
         return "xla"
     backend = backend or jax.default_backend()
-    kernel = _KERNELS.get(backend)
+    if backend == "tpu":
+        if impl == "triton":
+            raise ValueError('impl="triton" needs a GPU backend; on TPU use "pallas" or "mosaic"')
+        return "pallas_tpu"
+    if backend in ("gpu", "cuda"):
+        cc = compute_capability or _compute_capability(backend)
+        if impl in ("mosaic", "triton"):
+            return "pallas_mgpu" if impl == "mosaic" else "pallas_gpu"
+        if impl == "auto" and cc is not None and float(cc) < 8.0:
+            return "xla"
+        # wgmma is Hopper's (sm_90); Blackwell's tensor cores take other instructions
+        return "pallas_mgpu" if cc is not None and cc.split(".")[0] == "9" else "pallas_gpu"
     if impl == "auto":
-        return kernel if kernel and _device_ok(backend) else "xla"
-    if kernel is None:
-        if interpret:
-            return "pallas_gpu"
-        raise ValueError(
-            f'impl="pallas" needs a GPU or TPU backend, but the backend is {backend!r}: use '
-            'impl="xla" (or "auto"), or pass interpret=True to run the kernels in Pallas '
-            "interpret mode (slow, for tests)")
-    return kernel
+        return "xla"
+    if interpret:
+        return "pallas_mgpu" if impl == "mosaic" else "pallas_gpu"
+    raise ValueError(
+        f'impl={impl!r} needs a GPU or TPU backend, but the backend is {backend!r}: use '
+        'impl="xla" (or "auto"), or pass interpret=True to run the kernels in Pallas '
+        "interpret mode (slow, for tests)")
 
 
-def kernel_supports(q, k) -> bool:
-    """Shapes "auto" sends to the kernels: head_dim 32, 64 or 128; float32 or bfloat16; the
-    short side (the shorter of q_len and kv_len, Luna's packed length l) at most 256.
+def kernel_supports(q, k, kernel: str = "pallas_gpu") -> bool:
+    """Shapes "auto" sends to `kernel` ("pallas_gpu", "pallas_mgpu", "pallas_tpu"): its
+    head dims and input dtypes (Triton and TPU: head_dim 32, 64 or 128, float32 or bfloat16;
+    Mosaic GPU: 64 or 128, bfloat16 or float16), the short side (the shorter of q_len and
+    kv_len, Luna's packed length l) at most 256.
 
-    The kernels themselves take any head_dim and lengths (ragged block edges are masked), but
-    these are the shapes they are designed and benchmarked for."""
-    return (q.shape[-1] in (32, 64, 128) and q.dtype in (jnp.float32, jnp.bfloat16)
+    The kernels themselves take other head dims and lengths (ragged block edges are masked),
+    but these are the shapes they are designed and benchmarked for."""
+    head_dims, dtypes = _DESIGNED[kernel]
+    return (q.shape[-1] in head_dims and q.dtype in dtypes
             and min(q.shape[1], k.shape[1]) <= 256)
 
 
-def _device_ok(backend: str) -> bool:
-    if _KERNELS.get(backend) != "pallas_gpu" or backend != jax.default_backend():
-        return True
-    cc = getattr(jax.devices()[0], "compute_capability", None)  # "8.0" on an A100
-    return cc is None or float(cc) >= 8.0
+def _compute_capability(backend: str) -> str | None:
+    if backend != jax.default_backend():
+        return None
+    return getattr(jax.devices()[0], "compute_capability", None)  # "8.0" on an A100
 
 
 _RECORDERS: list[list[tuple[str, str]]] = []
@@ -77,7 +108,7 @@ _RECORDERS: list[list[tuple[str, str]]] = []
 def record_choices():
     """Yields a list that fills, as pack/unpack calls are traced under this context, with
     (kind, implementation) pairs: kind "pack" | "unpack", implementation "xla" |
-    "pallas_gpu" | "pallas_tpu" (+ " (interpret)")."""
+    "pallas_gpu" | "pallas_mgpu" | "pallas_tpu" (+ " (interpret)")."""
     found: list[tuple[str, str]] = []
     _RECORDERS.append(found)
     try:
@@ -88,14 +119,21 @@ def record_choices():
 
 def _pick(impl, q, k, interpret):
     name = resolve_impl(impl, interpret=interpret)
-    if name == "xla" or (impl == "auto" and not kernel_supports(q, k)):
-        return xla, {}
-    try:
-        return importlib.import_module(f"luna_lra.ops.{name}"), {"interpret": interpret}
-    except ImportError:  # a JAX without this Pallas backend (JAX 0.11 deprecated Triton's)
-        if impl == "auto":
+    by_device = impl in ("pallas", "auto")  # not forced: may take another kernel module
+    if by_device and name == "pallas_mgpu" and not kernel_supports(q, k, name):
+        name = _FALLBACK[name]  # float32, other head dims, l > 256: the Triton kernels
+    while True:
+        if name == "xla" or (impl == "auto" and not kernel_supports(q, k, name)):
             return xla, {}
-        raise
+        try:
+            return importlib.import_module(f"luna_lra.ops.{name}"), {"interpret": interpret}
+        except ImportError:  # a JAX without this Pallas backend (Mosaic GPU's needs >= 0.11;
+            if by_device and name in _FALLBACK:  # JAX 0.11 deprecated Triton's)
+                name = _FALLBACK[name]
+            elif impl == "auto":
+                return xla, {}
+            else:
+                raise
 
 
 def _data_parallel(kernel, q, k, v, key_mask, dropout_rate, dropout_rng, dropout_seed):
