@@ -1,4 +1,4 @@
-"""The two-sample fidelity check (luna_lra.data.pathfinder_fidelity, data_prep.pathfinder
+"""The two-sample fidelity check (luna_lra.data.pathfinder.fidelity, data_prep.pathfinder
 --compare): statistics, image loading, and classifiers that tell two obviously different sets
 apart but not two halves of one set."""
 
@@ -15,8 +15,8 @@ pytest.importorskip("sklearn")
 
 from data_prep import pathfinder as cli  # noqa: E402
 from luna_lra.data import DataError  # noqa: E402
-from luna_lra.data import pathfinder_fidelity as fidelity  # noqa: E402
-from luna_lra.data import pathfinder_writer as writer  # noqa: E402
+from luna_lra.data.pathfinder import fidelity  # noqa: E402
+from luna_lra.data.pathfinder import writer  # noqa: E402
 
 
 def strokes(count, brightness, seed, size=16, per_image=3):
@@ -108,7 +108,7 @@ def test_compare_command_writes_a_report_and_fails_a_missed_bar(tmp_path, capsys
     code = cli.main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--report", report])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "| logistic_regression/pixels |" in out and "<= 65%: met" in out
+    assert "| logistic_regression/pixels |" in out and "<= 60%: met" in out
     saved = json.loads(open(report + ".json").read())
     assert saved["commit"] and saved["machine"] and "--compare" in saved["command"]
     (only,) = saved["comparisons"]
