@@ -15,7 +15,7 @@ lra_release). In the release the metadata ".npy" files are text, one line per im
 
 of which the image path (fields 1 and 2) and the label (field 4, 0 or 1) are used; fields 3
 (index) must be an integer. A real NumPy .npy holding the same rows as strings (what the
-published generator's np.save writes) is read too. Make data with
+original generator's np.save writes) is read too. Make data with
 `python -m data_prep.pathfinder` (same layout; see `generator` and `writer`), or set
 data.generate_if_missing.
 
