@@ -1,6 +1,6 @@
-"""Pathfinder pixels made as the published generator makes them (luna_lra.data.pathfinder_raster):
+"""Pathfinder pixels made as the original generator makes them (luna_lra.data.pathfinder.raster):
 scipy.misc's byte scaling, paddles drawn at 2x and Lanczos-resized, soft markers, and images
-whose grey levels look like the published ones (levels spread by orientation, a faint halo,
+whose grey levels look like the original's (levels spread by orientation, a faint halo,
 few saturated pixels), at every level and at 128 px."""
 
 from __future__ import annotations
@@ -68,10 +68,11 @@ def images(resolution, level, count, seed=3):
                                return_trace=True) for g in range(count)]
 
 
-def test_grey_levels_look_like_the_published_ones():
-    """Against the published generator's 32-px hard images (measured on 1,000 made by a port
-    of it: 80 grey levels per image, 23% halo pixels, 2 saturated pixels per image, non-zero
-    mean 61) and unlike flat rendering (32 levels, 43 saturated pixels, non-zero mean 160)."""
+def test_grey_levels_look_like_the_originals():
+    """Against the original generator's 32-px hard images (measured on 1,000 made by the
+    original itself, results/pathfinder_fidelity.md: 64 grey levels per image, 18% halo
+    pixels, 2.3 saturated pixels per image, non-zero mean 59) and unlike flat rendering (32
+    levels, 43 saturated pixels, non-zero mean 160)."""
     made = np.stack([img for img, *_ in images(32, "hard", 40)])
     x = made.reshape(len(made), -1)
     assert all(row.max() == 255 for row in x)  # byte-scaled to full range per image
