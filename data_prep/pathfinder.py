@@ -103,6 +103,7 @@ def compare(pairs: list[list[str]], num_images: int, level: str, folds: int,
     for dir_a, dir_b in pairs:
         a = fidelity.load_images(dir_a, num_images, level)
         b = fidelity.load_images(dir_b, num_images, level)
+        a, b = a[:len(b)], b[:len(a)]  # as many of each
         counts = (fidelity.distractor_counts(dir_a, a, level),
                   fidelity.distractor_counts(dir_b, b, level))
         result = fidelity.compare(a, b, folds=folds, distractors=counts)

@@ -232,9 +232,11 @@ def two_sample_accuracy(a: np.ndarray, b: np.ndarray, classifier: str, folds: in
 def compare(a: np.ndarray, b: np.ndarray, folds: int = 5, seed: int = 0,
             classifiers: tuple[str, ...] = CLASSIFIERS,
             distractors: tuple = (None, None)) -> dict[str, Any]:
-    """Statistics of both sets and the two-sample classifiers' accuracies; `distractors`: the
-    sets' distractor counts per image where known (distractor_counts)."""
+    """Statistics of both sets and the two-sample classifiers' accuracies, on the first
+    min(len(a), len(b)) images of each; `distractors`: the sets' distractor counts per image
+    where known (distractor_counts)."""
     n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
     stats = {"a": image_statistics(a), "b": image_statistics(b)}
     for side, counts in zip("ab", distractors):
         if counts is not None:

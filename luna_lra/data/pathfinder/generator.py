@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -342,8 +343,10 @@ class _Snake:
 
 @dataclasses.dataclass(frozen=True)
 class _Draws:
-    integers: object  # (low, high) -> an integer in [low, high)
-    random: object  # () -> a float in [0, 1)
+    """The two draws the original makes (numpy's randint and rand)."""
+
+    integers: Callable[[int, int], int]  # (low, high) -> an integer in [low, high)
+    random: Callable[[], float]  # a float in [0, 1)
 
 
 class _ImageBuilder:
