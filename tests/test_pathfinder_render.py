@@ -34,7 +34,8 @@ def test_paddle_stamp_is_a_resampled_2x_drawing():
     assert row[half] > 0 and row[half + 1] == row.max() and row[:half - 1].max() < 16
     assert row.max() < 255  # a line 1 px wide at 2x, resampled to half size, is mid-grey
     # the grey level of the paddle depends on its orientation (the published levels are spread)
-    peaks = {int(raster.paddle_stamp(d * np.pi / 180, 2, 0.5, 1, 2).max()) for d in range(0, 360, 5)}
+    peaks = {int(raster.paddle_stamp(d * np.pi / 180, 2, 0.5, 1, 2).max())
+             for d in range(0, 360, 5)}
     assert len(peaks) >= 6 and max(peaks) - min(peaks) >= 30
     with pytest.raises(ValueError, match="whole number of pixels"):
         raster.paddle_stamp(0.0, 2, 0.75, 1, 2)

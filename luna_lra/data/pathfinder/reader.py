@@ -32,9 +32,10 @@ token 0 as LRA's code does (its models treat id 0 as padding).
 Bad input raises DataError naming the file and (1-based) line: a missing level folder or
 metadata folder, a malformed metadata line, a line pointing at a missing image, an unreadable
 or wrongly sized PNG (check_level, behind `data_prep.pathfinder --check`, decodes every image
-the same way and reports each kind of problem). Nothing is dropped silently: with data.skip_bad_images=True (default
-False) missing and unreadable images are skipped instead, counted and logged (LRA's pipeline
-drops empty image files; the pathfinder32 release has at least one).
+the same way and reports each kind of problem). Nothing is dropped silently: with
+data.skip_bad_images=True (default False) missing and unreadable images are skipped instead,
+counted and logged (LRA's pipeline drops empty image files; the pathfinder32 release has at
+least one).
 
 No decoded-array cache is kept: decoding runs on a thread pool at roughly 0.2 ms per
 128 x 128 PNG per core, so Path-X's 200k images take about a minute.
