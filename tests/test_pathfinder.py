@@ -1,7 +1,8 @@
-"""Pathfinder / Path-X: the generator's geometry and labels (luna_lra.data.pathfinder_generator),
-the data set writer (pathfinder_writer) and its command (data_prep.pathfinder), the reader
-(luna_lra.data.pathfinder), the configs, and end-to-end runs through the training CLI. The
-pixels are tested in test_pathfinder_render.py, --check in test_pathfinder_check.py."""
+"""Pathfinder / Path-X: the generator's geometry and labels (luna_lra.data.pathfinder.generator),
+the data set writer (writer) and its command (data_prep.pathfinder), the reader (the package
+luna_lra.data.pathfinder), the configs, and end-to-end runs through the training CLI. The
+pixels are tested in test_pathfinder_render.py, --check in test_pathfinder_check.py, the
+OpenCV border of the seed test in test_pathfinder_opencv.py."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ import pytest
 from PIL import Image
 
 from luna_lra.data import DataError, pipeline
+from luna_lra.data import get_task_module
 from luna_lra.data import pathfinder as task
-from luna_lra.data import pathfinder_generator as gen
-from luna_lra.data import pathfinder_writer as writer
+from luna_lra.data.pathfinder import generator as gen
+from luna_lra.data.pathfinder import writer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HARD = gen.LEVELS["hard"][1]
@@ -143,11 +145,14 @@ def test_same_seed_same_image_other_seed_differs():
 
 
 @pytest.mark.parametrize("resolution,scale", [(32, 4), (128, 2)])
-def test_markers_on_one_path_iff_positive(resolution, scale):
-    """Independent check of the labels: rasterise every traced path (targets and distractors
-    alike, without telling them apart) and flood-fill from one marker. The rendered paddles are
-    dashed, so connectivity is taken on the traced centre lines through paddles and gaps; the
-    trace itself is checked against the rendered pixels."""
+def test_markers_on_the_ends_of_one_target_iff_positive(resolution, scale):
+    """Independent check of the labels: one marker sits on the start of a traced target, the
+    other on the far end of the same target (positive) or of the other one (negative), and in a
+    positive image a flood fill over every traced path (targets and distractors alike, centre
+    lines through paddles and gaps) joins the markers. Not asserted for negative images: the
+    original lets a snake cross another in the gap between two paddles or over a target's
+    newest, not yet committed paddle, so their centre lines may touch. The trace itself is
+    checked against the rendered pixels."""
     p = gen.PARAMS[resolution]
     want = {0: 3, 1: 3}
     g = 0
@@ -158,11 +163,18 @@ def test_markers_on_one_path_iff_positive(resolution, scale):
         if not want[label]:
             continue
         want[label] -= 1
+        starts = [tuple(t[0]) for t in trace["targets"]]
+        ends = [tuple(t[-1]) for t in trace["targets"]]
+        m0, m1 = (tuple(map(float, m)) for m in trace["markers"])
+        (on_start,) = [k for k in (0, 1) if starts[k] == m0]
+        (on_end,) = [k for k in (0, 1) if ends[k] == m1]
+        assert (on_start == on_end) == (label == 1), (resolution, g - 1, label)
         paths = trace["targets"] + trace["distractors"]
         canvas = rasterise(paths, resolution, scale)
-        m0, m1 = (to_grid(m, scale) for m in trace["markers"])
-        assert canvas[m0] and canvas[m1], "markers must sit on traced paths"
-        assert bool(component(canvas, m0)[m1]) == (label == 1), (resolution, g - 1, label)
+        g0, g1 = (to_grid(m, scale) for m in trace["markers"])
+        assert canvas[g0] and canvas[g1], "markers must sit on traced paths"
+        if label == 1:
+            assert component(canvas, g0)[g1], (resolution, g - 1)
         # each marker is bright in the image
         for y, x in trace["markers"]:
             assert img[y, x] >= 200
@@ -178,9 +190,10 @@ def test_markers_on_one_path_iff_positive(resolution, scale):
         body = img[ys, xs] >= 64
         assert np.all((d_path <= half + 1.5) | (d_mark <= p.marker_radius + 1) | ~body)
         assert np.all((d_path <= half + 4.5) | (d_mark <= p.marker_radius + 4))
-        # and every target has contour_length paddles' worth of polyline
+        # and every target has contour_length paddles: start and end of the seed, then a pivot,
+        # a near end and a far end for each grown paddle
         for t in trace["targets"]:
-            assert len(t) == 3 * HARD
+            assert len(t) == 3 * HARD - 1
 
 
 def test_label_balance_and_margins():
@@ -249,7 +262,7 @@ def test_workers_are_spawned_once_jax_is_loaded(tmp_path):
     fork unsafe: the writer then spawns its workers, and they make the same files."""
     import jax  # noqa: F401 - loaded, as in the trainer
 
-    assert writer._mp_context().get_start_method() == "spawn"
+    assert writer.mp_context().get_start_method() == "spawn"
     generate_small(tmp_path / "spawned", n=4, batch_size=2, workers=2)
     generate_small(tmp_path / "inline", n=4, batch_size=2, workers=1)
     a, b = read_pngs(tmp_path / "spawned"), read_pngs(tmp_path / "inline")
@@ -257,14 +270,26 @@ def test_workers_are_spawned_once_jax_is_loaded(tmp_path):
 
 
 def test_pathfinder_modules_never_import_data_prep():
-    """Imports run one way (data_prep -> luna_lra), and no path editing."""
-    folder = os.path.join(REPO, "luna_lra", "data")
-    names = [n for n in os.listdir(folder) if n.startswith("pathfinder") and n.endswith(".py")]
-    assert len(names) >= 5
-    for name in names:
-        text = open(os.path.join(folder, name), encoding="utf-8").read()
+    """Imports run one way (data_prep -> luna_lra; inside the package raster <- generator <-
+    writer <- reader <- fidelity), no path editing, and the trainer's task module is the
+    reader."""
+    folder = os.path.join(REPO, "luna_lra", "data", "pathfinder")
+    order = ["raster", "generator", "writer", "reader", "fidelity"]
+    assert sorted(n for n in os.listdir(folder) if n.endswith(".py")) == sorted(
+        [f"{m}.py" for m in order] + ["__init__.py"])
+    assert not [n for n in os.listdir(os.path.dirname(folder)) if n.startswith("pathfinder_")]
+    for i, name in enumerate(order):
+        text = open(os.path.join(folder, f"{name}.py"), encoding="utf-8").read()
         assert not re.search(r"^\s*(from|import)\s+data_prep", text, re.M), name
         assert "PYTHONPATH" not in text and "sys.path" not in text, name
+        used = set(re.findall(r"^\s*from luna_lra\.data\.pathfinder(?:\.(\w+))? import (.*)$",
+                              text, re.M))
+        below = {m for module, names in used
+                 for m in ([module] if module else re.findall(r"\w+", names))}
+        assert below <= set(order[:i]), (name, below)  # only modules before it: no circle
+    module = get_task_module("pathfinder")
+    assert module is task and module.load_splits is task.reader.load_splits
+    assert callable(module.prepare_if_missing) and module.TASK.name == "pathfinder"
 
 
 def test_resume_regenerates_only_incomplete_batches(tmp_path):
@@ -518,7 +543,8 @@ def test_prepare_if_missing(tmp_path):
     record = data / "curv_contour_length_14" / writer.PARAMS_FILE
     old = json.loads(record.read_text())
     record.write_text(json.dumps({**old, "format": 1}))
-    with pytest.raises(DataError, match="other parameters.*'format': \\(1, 2\\)"):
+    with pytest.raises(DataError,
+                       match=f"other parameters.*'format': \\(1, {writer.FORMAT_VERSION}\\)"):
         task.prepare_if_missing(c)
 
 

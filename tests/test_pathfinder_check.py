@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from data_prep import pathfinder as cli
-from luna_lra.data import pathfinder_writer as writer
+from luna_lra.data.pathfinder import writer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

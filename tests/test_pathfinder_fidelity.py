@@ -1,4 +1,4 @@
-"""The two-sample fidelity check (luna_lra.data.pathfinder_fidelity, data_prep.pathfinder
+"""The two-sample fidelity check (luna_lra.data.pathfinder.fidelity, data_prep.pathfinder
 --compare): statistics, image loading, and classifiers that tell two obviously different sets
 apart but not two halves of one set."""
 
@@ -15,8 +15,9 @@ pytest.importorskip("sklearn")
 
 from data_prep import pathfinder as cli  # noqa: E402
 from luna_lra.data import DataError  # noqa: E402
-from luna_lra.data import pathfinder_fidelity as fidelity  # noqa: E402
-from luna_lra.data import pathfinder_writer as writer  # noqa: E402
+from luna_lra.data.pathfinder import fidelity  # noqa: E402
+from luna_lra.data.pathfinder import generator as gen  # noqa: E402
+from luna_lra.data.pathfinder import writer  # noqa: E402
 
 
 def strokes(count, brightness, seed, size=16, per_image=3):
@@ -108,7 +109,7 @@ def test_compare_command_writes_a_report_and_fails_a_missed_bar(tmp_path, capsys
     code = cli.main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--report", report])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "| logistic_regression/pixels |" in out and "<= 65%: met" in out
+    assert "| logistic_regression/pixels |" in out and "<= 60%: met" in out
     saved = json.loads(open(report + ".json").read())
     assert saved["commit"] and saved["machine"] and "--compare" in saved["command"]
     (only,) = saved["comparisons"]
@@ -119,3 +120,60 @@ def test_compare_command_writes_a_report_and_fails_a_missed_bar(tmp_path, capsys
     assert "NOT met" in capsys.readouterr().out
     assert cli.main(["--compare", str(tmp_path / "a"), str(tmp_path / "nope")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_distractor_counts_come_from_the_set_or_its_generator(tmp_path):
+    writer.generate(str(tmp_path / "gen"), 32, "easy", 5, batch_size=5, workers=1, seed=3,
+                    show_progress=False)
+    images = fidelity.load_images(str(tmp_path / "gen"), level="easy")
+    counts = fidelity.distractor_counts(str(tmp_path / "gen"), images, "easy")
+    p, contour = gen.PARAMS[32], gen.LEVELS["easy"][1]
+    want = [len(gen.generate_image(p, contour, gen.image_rng(3, 32, contour, g),
+                                   return_trace=True)[3]["distractors"]) for g in range(5)]
+    assert counts.tolist() == want
+    assert fidelity.image_statistics(images)["mean_top_left"] == images[:, :16, :16].mean()
+    changed = images.copy()
+    changed[2, 0, 0] ^= 1
+    with pytest.raises(DataError, match="image 2 differs"):
+        fidelity.distractor_counts(str(tmp_path / "gen"), changed, "easy")
+    save_pngs(tmp_path / "flat", images)
+    assert fidelity.distractor_counts(str(tmp_path / "flat"), images) is None
+    level = tmp_path / "gen" / "curv_baseline"
+    (level / fidelity.REFERENCE_FILE).write_text(json.dumps({"distractors": {"1": [7], "0": [
+        1, 2, 3, 4]}}))
+    assert fidelity.distractor_counts(str(level), images).tolist() == [1, 2, 3, 4, 7]
+
+
+def test_the_original_must_be_commit_ab9c130(tmp_path, capsys):
+    with pytest.raises(DataError, match="snakes.py: cannot read"):
+        fidelity.check_original(str(tmp_path))
+    (tmp_path / "snakes.py").write_text("# a later version\n")
+    with pytest.raises(DataError, match="snakes.py: not the file of drewlinsley/pathfinder "
+                                        "commit ab9c130"):
+        fidelity.check_original(str(tmp_path))
+    for args in (["--replay", str(tmp_path), "--resolution", "32", "--level", "hard",
+                  "--num_images", "2"],
+                 ["--out", str(tmp_path / "ref"), "--original", str(tmp_path), "--resolution",
+                  "32", "--level", "hard", "--num_images", "2"]):
+        assert cli.main(args) == 2
+        assert "not the file of drewlinsley/pathfinder" in capsys.readouterr().err
+
+
+def test_stand_ins_behave_as_scipy_1_0():
+    """What the original's modules see for scipy.misc and the removed numpy names."""
+    scale = fidelity._scipy10_bytescale
+    assert scale(np.array([[0.0, 0.5], [1.0, 2.0]])).tolist() == [[0, 64], [128, 255]]
+    assert scale(np.array([1.0, 2.0, 3.0])).tolist() == [0, 128, 255]  # min -> 0
+    assert scale(np.full(3, 7.0)).tolist() == [0, 0, 0]
+    raw = np.array([3, 200], np.uint8)
+    assert scale(raw) is raw
+    misc = fidelity._legacy_misc()
+    drawing = np.zeros((9, 13), np.float32)
+    drawing[4, 2:9] = 255.0
+    small = misc.imresize(drawing, (5, 7), interp="lanczos")
+    assert small.shape == (5, 7) and small.dtype == np.uint8 and small.max() > 0
+    with pytest.raises(NotImplementedError):
+        misc.imresize(drawing, (5, 7))  # bilinear: never used by the original
+    legacy = fidelity._LegacyNumpy("numpy")
+    assert legacy.float is float and legacy.round_(2.5) == 2.0 and legacy.pi == np.pi
+    assert not hasattr(np, "float")  # numpy itself is untouched (np.float left in 1.24)

@@ -15,9 +15,9 @@ lra_release). In the release the metadata ".npy" files are text, one line per im
 
 of which the image path (fields 1 and 2) and the label (field 4, 0 or 1) are used; fields 3
 (index) must be an integer. A real NumPy .npy holding the same rows as strings (what the
-published generator's np.save writes) is read too. Make data with
-`python -m data_prep.pathfinder` (same layout; the generator is pathfinder_generator, the
-writer pathfinder_writer), or set data.generate_if_missing.
+original generator's np.save writes) is read too. Make data with
+`python -m data_prep.pathfinder` (same layout; see `generator` and `writer`), or set
+data.generate_if_missing.
 
 Reading: metadata files in numeric batch order, lines in file order; every PNG is decoded as
 8-bit grey (palette / RGB(A) / LA images are converted) and must be resolution x resolution;
@@ -32,9 +32,10 @@ token 0 as LRA's code does (its models treat id 0 as padding).
 Bad input raises DataError naming the file and (1-based) line: a missing level folder or
 metadata folder, a malformed metadata line, a line pointing at a missing image, an unreadable
 or wrongly sized PNG (check_level, behind `data_prep.pathfinder --check`, decodes every image
-the same way and reports each kind of problem). Nothing is dropped silently: with data.skip_bad_images=True (default
-False) missing and unreadable images are skipped instead, counted and logged (LRA's pipeline
-drops empty image files; the pathfinder32 release has at least one).
+the same way and reports each kind of problem). Nothing is dropped silently: with
+data.skip_bad_images=True (default False) missing and unreadable images are skipped instead,
+counted and logged (LRA's pipeline drops empty image files; the pathfinder32 release has at
+least one).
 
 No decoded-array cache is kept: decoding runs on a thread pool at roughly 0.2 ms per
 128 x 128 PNG per core, so Path-X's 200k images take about a minute.
@@ -43,6 +44,7 @@ No decoded-array cache is kept: decoding runs on a thread pool at roughly 0.2 ms
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
@@ -51,17 +53,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from luna_lra.data import DataError, Splits, TaskInfo
+from luna_lra.data.pathfinder import writer
+from luna_lra.data.pathfinder.generator import LEVEL_DIRS, RESOLUTIONS
 
 TASK = TaskInfo(name="pathfinder", num_classes=2, vocab_size=256, max_length=32 * 32)
 
-LEVEL_DIRS: dict[str, str] = {
-    "easy": "curv_baseline",
-    "intermediate": "curv_contour_length_9",
-    "hard": "curv_contour_length_14",
-}
-RESOLUTIONS = (32, 64, 128, 256)
 SPLITS = ("train", "val", "test")
 MAKE_HINT = "python -m data_prep.pathfinder --out DIR --resolution R --level L --num_images N"
 _CONVERTIBLE_MODES = ("1", "P", "LA", "RGB", "RGBA", "La", "RGBa", "PA")
@@ -215,8 +214,6 @@ BAD_KINDS = ("missing", "empty", "unreadable", "wrong mode", "wrong size")
 
 def decode_png(path: str, resolution: int) -> np.ndarray:
     """uint8 [resolution**2]: the image as 8-bit grey, row-major. Raises BadImage."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -377,10 +374,6 @@ def load_splits(data_cfg: Any) -> Splits:
 
 def _generated_and_complete(root: str, resolution: int, level: str, kw: dict) -> bool:
     """Whether `root` holds a finished generator run with exactly these parameters."""
-    import json
-
-    from luna_lra.data import pathfinder_writer as writer
-
     try:
         with open(os.path.join(root, writer.PARAMS_FILE)) as f:
             rec = json.load(f)
@@ -396,7 +389,7 @@ def _generated_and_complete(root: str, resolution: int, level: str, kw: dict) ->
 
 
 def prepare_if_missing(data_cfg: Any) -> bool:
-    """Generates a Pathfinder level (luna_lra.data.pathfinder_writer) when
+    """Generates a Pathfinder level (`writer`) when
     data.generate_if_missing is true and no level folder with metadata exists (or one this
     generator started is incomplete: it is resumed). Returns whether it ran the generator.
 
@@ -406,8 +399,6 @@ def prepare_if_missing(data_cfg: Any) -> bool:
     The generator runs in this process; its worker processes are spawned, not forked, once
     JAX is loaded.
     """
-    from luna_lra.data import pathfinder_writer as writer
-
     if not getattr(data_cfg, "generate_if_missing", False):
         return False
     data_dir = _data_dir(data_cfg)

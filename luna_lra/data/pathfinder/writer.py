@@ -36,15 +36,16 @@ from typing import Any
 
 from PIL import Image
 
-from luna_lra.data.pathfinder_generator import (LEVELS, PARAMS, RESOLUTIONS, ResolutionParams,
-                                                distractor_length, generate_image, image_rng,
-                                                level_dir)
+from luna_lra.data.pathfinder.generator import (LEVEL_DIRS, LEVELS, PARAMS, RESOLUTIONS,
+                                                ResolutionParams, distractor_length,
+                                                generate_image, image_rng)
 
 NUM_PADDLE_CONTRASTS = 1  # the metadata's last field: len(paddle_contrast_list)
 DEFAULT_BATCH_SIZE = 1000
 PARAMS_FILE = "generator.json"
-# 2: pixels rendered as the published generator renders them (1: analytic antialiasing)
-FORMAT_VERSION = 2
+# 3: the original generator's process, its OpenCV border and commit rules included (2: pixels
+# rendered as the original renders them; 1: analytic antialiasing)
+FORMAT_VERSION = 3
 
 
 def metadata_line(batch: int, index: int, label: int, params: ResolutionParams,
@@ -125,7 +126,7 @@ def _check_params_file(root: str, record: dict) -> None:
         _write_text_atomic(path, json.dumps(record, indent=1) + "\n")
 
 
-def _mp_context():
+def mp_context():
     # fork is fastest, but unsafe once a multithreaded library (JAX) is loaded in this process
     if "fork" in multiprocessing.get_all_start_methods() and "jax" not in sys.modules:
         return multiprocessing.get_context("fork")
@@ -143,7 +144,7 @@ def generate(out: str, resolution: int, level: str, num_images: int,
     if num_images < 1 or batch_size < 1:
         raise ValueError("num_images and batch_size must be >= 1")
     t0 = time.time()
-    root = os.path.join(out, level_dir(level))
+    root = os.path.join(out, LEVEL_DIRS[level])
     contour_length = LEVELS[level][1]
     record = {"format": FORMAT_VERSION, "resolution": resolution, "level": level,
               "num_images": num_images, "batch_size": batch_size, "seed": seed,
@@ -168,7 +169,7 @@ def generate(out: str, resolution: int, level: str, num_images: int,
     bar = None
     if show_progress:
         from tqdm import tqdm
-        bar = tqdm(total=n_todo, unit="img", desc=f"pathfinder{resolution}/{level_dir(level)}",
+        bar = tqdm(total=n_todo, unit="img", desc=f"pathfinder{resolution}/{LEVEL_DIRS[level]}",
                    dynamic_ncols=True, file=sys.stderr)
 
     def finish(result):
@@ -188,7 +189,7 @@ def generate(out: str, resolution: int, level: str, num_images: int,
             for task in tasks:
                 finish(_generate_chunk(task))
         else:
-            with _mp_context().Pool(min(workers, len(tasks))) as pool:
+            with mp_context().Pool(min(workers, len(tasks))) as pool:
                 for result in pool.imap_unordered(_generate_chunk, tasks):
                     finish(result)
     finally:
