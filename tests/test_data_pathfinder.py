@@ -1,8 +1,8 @@
 """Pathfinder / Path-X: the generator's geometry and labels (luna_lra.data.pathfinder.generator),
 the data set writer (writer) and its command (data_prep.pathfinder), the reader (the package
 luna_lra.data.pathfinder), the configs, and end-to-end runs through the training CLI. The
-pixels are tested in test_pathfinder_render.py, --check in test_pathfinder_check.py, the
-OpenCV border of the seed test in test_pathfinder_opencv.py."""
+pixels are tested in test_data_pathfinder_render.py, --check in test_data_pathfinder_check.py, the
+OpenCV border of the seed test in test_data_pathfinder_opencv.py."""
 
 from __future__ import annotations
 
