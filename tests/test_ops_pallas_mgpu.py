@@ -152,10 +152,6 @@ def test_refuses_what_it_does_not_take():
         plan(block_k=32)
 
 
-H100 = jax.sharding.AbstractDevice(device_kind="NVIDIA H100 80GB HBM3", platform="gpu",
-                                   num_cores=132)
-
-
 @needs_mgpu
 @pytest.mark.parametrize("kind", ["pack", "unpack"])
 def test_lowers_for_h100(kind):
@@ -174,8 +170,7 @@ def test_lowers_for_h100(kind):
             return out, vjp(g)
 
         spec = lambda m: jax.ShapeDtypeStruct((2, m, 8, d), jnp.bfloat16)
-        with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((), (),
-                                                                      abstract_device=H100)):
+        with common.abstract_gpu(90):
             module = export.export(jax.jit(f), platforms=["cuda"])(
                 spec(lq), spec(lk), spec(lk), jax.ShapeDtypeStruct((2, lk), jnp.bool_),
                 spec(lq)).mlir_module()

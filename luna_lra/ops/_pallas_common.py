@@ -18,6 +18,7 @@ inputs, the output and the row logsumexp; the probabilities are recomputed in th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import Any, Protocol
@@ -30,6 +31,9 @@ from luna_lra.ops import dropout as dropout_lib
 from luna_lra.ops import reference
 
 NEG = reference.NEG
+# A card of each compute capability as JAX names it, and its SMs: what lowering asks of a GPU
+GPU_KINDS = {80: ("NVIDIA A100-SXM4-80GB", 108), 86: ("NVIDIA A10", 72),
+             89: ("NVIDIA L4", 58), 90: ("NVIDIA H100 80GB HBM3", 132)}
 _TRANS_B = (((1,), (1,)), ((), ()))  # contract the last dims: a @ b.T
 
 
@@ -145,6 +149,18 @@ def key_ok(mask_tile, shape):
     """[1, bk] int32 key mask tile, read as 0 past the end of the keys -> [bq, bk] bool
     (broadcast as int32: Mosaic-friendly)."""
     return jnp.broadcast_to(mask_tile, shape) != 0
+
+
+@contextlib.contextmanager
+def abstract_gpu(arch: int = 90):
+    """Lowers kernels for a GPU of compute capability arch/10 that is not here (jax.export):
+    from JAX 0.11 the Triton and Mosaic GPU lowerings ask the current mesh's abstract device
+    what the GPU is."""
+    kind, cores = GPU_KINDS[arch]
+    device = jax.sharding.AbstractDevice(device_kind=kind, num_cores=cores, platform="gpu")
+    with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((), (),
+                                                                  abstract_device=device)):
+        yield
 
 
 # ------------------------------------------------------------------------- the custom_vjp

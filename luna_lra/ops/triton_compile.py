@@ -20,7 +20,6 @@ Triton IR step) to capture each kernel's IR, so `luna_lra.ops` never imports it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -38,6 +37,7 @@ from jax import export
 from jax.experimental.pallas import triton as plgpu
 
 from luna_lra import provenance
+from luna_lra.ops import _pallas_common as common
 from luna_lra.ops import pallas_gpu
 
 # The custom call XLA runs a Pallas Triton kernel through: exported as plgpu.CUSTOM_CALL_TARGET_NAME
@@ -46,8 +46,7 @@ CUSTOM_CALL = getattr(plgpu, "CUSTOM_CALL_TARGET_NAME", "__gpu$xla.gpu.triton")
 
 # Shared memory one block may use (opt-in maximum), by compute capability.
 SHARED_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
-# A card of each compute capability, named as JAX knows it (the device kind lowering asks for).
-DEVICE_KIND = {80: "NVIDIA A100", 86: "NVIDIA A10", 89: "NVIDIA L4", 90: "NVIDIA H100"}
+
 KERNELS = ("fwd", "dq", "dkdv")  # order of the three pallas_calls in a forward+backward
 # n = 4000 (LRA's Text and Retrieval length) is no block multiple: its kernels use masked loads.
 FULL = dict(batch=32, heads=8, ns=(4000, 4096), ls=(16, 128, 256), head_dims=(32, 64, 128),
@@ -65,19 +64,9 @@ class Lowered:
     num_stages: int
 
 
-@contextlib.contextmanager
-def abstract_gpu(arch: int):
-    """Lowering for a GPU that is not here: from JAX 0.11 the Triton lowering asks for the
-    device's compute capability, which an abstract device of the current mesh supplies."""
-    mesh = jax.sharding.AbstractMesh((1,), ("gpu",), abstract_device=jax.sharding.AbstractDevice(
-        device_kind=DEVICE_KIND[arch], num_cores=None, platform="gpu"))
-    with jax.sharding.use_abstract_mesh(mesh):
-        yield
-
-
 def export_for_gpu(fn, *specs, arch: int = 90) -> export.Exported:
     """jax.export of jit(fn) at the argument specs for CUDA (sm_<arch>), with no GPU here."""
-    with abstract_gpu(arch):
+    with common.abstract_gpu(arch):
         return export.export(jax.jit(fn), platforms=["cuda"], disabled_checks=[
             export.DisabledSafetyCheck.custom_call(CUSTOM_CALL)])(*specs)
 
@@ -259,7 +248,7 @@ def to_markdown(meta, rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m luna_lra.ops.triton_compile", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", type=int, default=90, choices=sorted(DEVICE_KIND),
+    parser.add_argument("--arch", type=int, default=90, choices=sorted(common.GPU_KINDS),
                         help="compute capability x10: 90 (H100/H200, default), 80 (A100)")
     parser.add_argument("--quick", action="store_true", help="a few shapes: a smoke test")
     parser.add_argument("--out", default="results", help="output directory (default: results/)")
