@@ -41,7 +41,7 @@ import sys
 from typing import Any, Mapping, Sequence
 
 from luna_lra.sweep import local, state
-from luna_lra.sweep.driver import drive_run, plan, run_status, say
+from luna_lra.sweep.driver import Terminated, drive_run, plan, run_status, say, terminate
 from luna_lra.sweep.runs import SweepError, check_runs, load_sweep, train_argv
 
 TPU_NOTE = """\
@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpus": args.cpus_per_run}
     say(f"{len(runs)} run(s) from {args.sweep} under {os.path.abspath(args.root)}"
         + (" (dry run)" if args.dry_run else f" ({args.backend} backend)"))
-    previous = signal.signal(signal.SIGTERM, _terminate)  # `kill`, scancel: stop as Ctrl-C
+    previous = signal.signal(signal.SIGTERM, terminate)  # `kill`, scancel: stop as Ctrl-C
     try:
         outcome = run_sweep(runs, args.root, dry_run=args.dry_run, max_retries=args.max_retries,
                             ray_options=ray_options)
@@ -230,10 +230,3 @@ def main(argv: Sequence[str] | None = None) -> int:
          + (f": {', '.join(outcome['failed'])}" if outcome["failed"] else ""))
     return 1 if outcome["failed"] or outcome["stopped"] else 0
 
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM to the sweep: stops it as Ctrl-C does."""
-
-
-def _terminate(signum, frame):
-    raise Terminated()

@@ -59,6 +59,15 @@ def say(msg: str) -> None:
         print(f"[sweep] {msg}", flush=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM to the sweep (`kill`, scancel): it stops as for Ctrl-C, and exits 143."""
+
+
+def terminate(signum, frame):
+    """The sweep's SIGTERM handler."""
+    raise Terminated()
+
+
 @dataclasses.dataclass
 class Attempt:
     """How one attempt of a run ended: the trainer's exit status (None: its process, worker

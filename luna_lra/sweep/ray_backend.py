@@ -42,7 +42,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from luna_lra import exits, lifetime
 from luna_lra.sweep import state
-from luna_lra.sweep.driver import Attempt, drive_run, say
+from luna_lra.sweep.driver import Attempt, drive_run, say, terminate
 from luna_lra.sweep.runs import SweepError
 
 FORWARDED_ENV_PREFIXES = ("JAX_", "XLA_")  # the driver's settings that change what JAX computes
@@ -374,7 +374,7 @@ def run_sweep(todo: Sequence[Any], *, max_retries: int, address: str | None = No
             threading.Thread(target=_drive, args=(i, planned, backend, max_retries, results),
                              daemon=True).start()
         out: list = [None] * len(todo)
-        previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill`, scancel: as Ctrl-C
+        previous = signal.signal(signal.SIGTERM, terminate)  # Ray's own handler aside
         try:
             for _ in todo:
                 i, outcome = results.get()
@@ -387,10 +387,6 @@ def run_sweep(todo: Sequence[Any], *, max_retries: int, address: str | None = No
         return out
     finally:
         ray.shutdown()
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _stop(backend: RayBackend, results: queue.Queue, running: int) -> None:
