@@ -1,13 +1,21 @@
 """The fast XLA form of pack and unpack attention: what `impl="xla"` runs on every device.
 
 It computes what reference.py's `attention` computes (tested equal to float32 rounding,
-forward and gradients). When the short side is small (heads * l <= BLOCK_DIAGONAL_MAX_ROWS) it
-uses a block-diagonal layout: the short side's heads are spread over a [heads * l, heads *
-head_dim] block-diagonal matrix, so every matmul reads and writes the long side in its own
-[batch, n, heads * head_dim] layout. That costs `heads` times the attention's (small) matmul
-FLOPs and saves the long side's head-major transposes (on XLA:CPU a copy per operand and
-gradient); the backward pass is written out, the standard softmax gradient, and keeps only q,
-k, v, the probabilities and the dropout mask. Larger short sides run the plain form.
+forward and gradients), in one of two layouts, each with a written-out backward pass (the
+standard softmax gradient):
+
+- Block-diagonal, when the short side is small (heads * l <= BLOCK_DIAGONAL_MAX_ROWS): the
+  short side's heads are spread over a [heads * l, heads * head_dim] block-diagonal matrix, so
+  every matmul reads and writes the long side in its own [batch, n, heads * head_dim] layout.
+  That costs `heads` times the attention's (small) matmul FLOPs and saves the long side's
+  head-major transposes (on XLA:CPU a copy per operand and gradient); the backward pass keeps
+  q, k, v, the probabilities and the dropout mask.
+- Chunked, for larger short sides (Luna-128/256): a loop over a few (example, head) pairs at a
+  time, so that each step's [l, n] scores, probabilities and their gradients stay in a core's
+  cache instead of going through memory as whole [batch, heads, l, n] arrays (on XLA:CPU about
+  half the time of the plain einsums at l = 256). The backward pass keeps q, k, v and the
+  logsumexp of each row, and recomputes the probabilities (and the dropout mask) pair by pair:
+  cheaper than writing and reading them back.
 """
 
 from __future__ import annotations
@@ -22,8 +30,12 @@ from luna_lra.ops import reference
 from luna_lra.ops.reference import F32
 
 # Rows of the short side's block-diagonal matrix (heads * l) up to which pack/unpack use it:
-# Luna-16 with up to 8 heads; Luna-128/256 keep the head-major einsums (8-16x the FLOPs).
+# Luna-16 with up to 8 heads; Luna-128/256 run the chunked form (block-diagonal: 8-16x the
+# FLOPs).
 BLOCK_DIAGONAL_MAX_ROWS = 128
+# Score elements per step of the chunked form (pairs * q_len * kv_len, about): 1 MB of float32
+# scores, which with their probabilities and gradients stays in a core's L2/L3 cache.
+CHUNK_ELEMENTS = 256 * 1024
 
 
 def pack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, dropout_seed=None):
@@ -43,13 +55,11 @@ def unpack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, d
 def _block_diagonal_or_plain(block_diagonal, short, q, k, v, key_mask, dropout_rate,
                              dropout_rng, dropout_seed):
     """The block-diagonal form when the short side (pack's q, unpack's k) is small enough,
-    else the plain attention."""
+    else the chunked one."""
     reference.check_shapes(q, k, v, key_mask)
-    if not block_diagonal_pays(short):
-        return reference.attention(q, k, v, key_mask, dropout_rate=dropout_rate,
-                                   dropout_rng=dropout_rng, dropout_seed=dropout_seed)
     seed = dropout_lib.resolve_seed(dropout_rate, dropout_rng, dropout_seed)
-    return block_diagonal(q, k, v, key_mask, seed, float(dropout_rate))
+    form = block_diagonal if block_diagonal_pays(short) else _chunked
+    return form(q, k, v, key_mask, seed, float(dropout_rate))
 
 
 def block_diagonal_pays(short):
@@ -178,3 +188,96 @@ def _unpack_bwd(rate, res, g):
 
 
 _unpack_block_diagonal.defvjp(_unpack_fwd, _unpack_bwd)
+
+
+# ----------------------------------------------------------------------------- chunked
+
+
+def pairs_per_chunk(pairs: int, q_len: int, kv_len: int) -> int:
+    """(example, head) pairs per step of the chunked form: as many as keep the step's scores
+    within CHUNK_ELEMENTS elements (at least 1)."""
+    return max(1, min(pairs, CHUNK_ELEMENTS // (q_len * kv_len)))
+
+
+def _pairs(t):
+    """[batch, len, heads, ...] -> [batch * heads, len, ...]: pair p = example * heads + head."""
+    t = jnp.swapaxes(t, 1, 2)
+    return t.reshape((-1,) + t.shape[2:])
+
+
+def _from_pairs(t, heads):
+    """_pairs' inverse."""
+    return jnp.swapaxes(t.reshape((-1, heads) + t.shape[1:]), 1, 2)
+
+
+def _pair_keep(seed, pair, heads, shape, rate):
+    """attention_keep_mask's bits for one pair's [q_len, kv_len]."""
+    pair = pair.astype(jnp.uint32)
+    row, col = (jnp.arange(s, dtype=jnp.uint32) for s in shape)
+    return dropout_lib.keep_mask(seed, pair // heads, pair % heads, row[:, None], col[None, :],
+                                 rate)
+
+
+def _pair_scores(q, k, key_mask):
+    """One pair's scores [q_len, kv_len] of the scaled q against k; masked keys at NEG."""
+    s = jnp.dot(q, k.T, preferred_element_type=F32)
+    return jnp.where(key_mask[None, :], s, reference.NEG)
+
+
+def _by_pairs(fn, heads, *args):
+    """fn(pair index, *its slices) over every (example, head) pair, a chunk of pairs_per_chunk
+    pairs per step (lax.map)."""
+    pairs, q_len = args[0].shape[:2]
+    c = pairs_per_chunk(pairs, q_len, args[1].shape[1])
+    # batch_size=1 would still batch each step's matmuls (over a length-1 axis), more slowly
+    return jax.lax.map(lambda a: fn(*a), (jnp.arange(pairs), *args),
+                       batch_size=c if c > 1 else None)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _chunked(q, k, v, key_mask, seed, rate):
+    return _chunked_fwd(q, k, v, key_mask, seed, rate)[0]
+
+
+def _chunked_fwd(q, k, v, key_mask, seed, rate):
+    """The probabilities as masked_softmax computes them, and each row's logsumexp (+inf for
+    a row whose keys are all masked: its recomputed probabilities are 0)."""
+    h, d = q.shape[2:]
+    mask = jnp.repeat(key_mask, h, axis=0)  # [pairs, kv_len]
+
+    def pair(i, q, k, v, m):
+        s = _pair_scores(q, k, m)
+        top = jnp.max(s, axis=-1, keepdims=True)
+        e = jnp.where(m[None, :], jnp.exp(s - top), 0.0)
+        den = jnp.sum(e, axis=-1, keepdims=True)
+        live = den > 0
+        p = e / jnp.where(live, den, 1.0)
+        keep = _pair_keep(seed, i, h, p.shape, rate) if rate > 0.0 else None
+        o = jnp.dot(_dropped(p, keep, rate).astype(v.dtype), v, preferred_element_type=F32)
+        lse = jnp.where(live, top + jnp.log(jnp.where(live, den, 1.0)), jnp.inf)
+        return o.astype(q.dtype), lse[:, 0]
+
+    qp, kp, vp = _pairs(q * d**-0.5), _pairs(k), _pairs(v)
+    o, lse = _by_pairs(pair, h, qp, kp, vp, mask)
+    return _from_pairs(o, h), (qp, kp, vp, mask, lse, seed)
+
+
+def _chunked_bwd(rate, res, g):
+    qp, kp, vp, mask, lse, seed = res
+    h, d = g.shape[2:]
+
+    def pair(i, q, k, v, m, lse, g):
+        p = jnp.where(m[None, :], jnp.exp(_pair_scores(q, k, m) - lse[:, None]), 0.0)
+        keep = _pair_keep(seed, i, h, p.shape, rate) if rate > 0.0 else None
+        dp = jnp.dot(g, v.T, preferred_element_type=F32)
+        ds = _scores_grad(p, dp, keep, rate).astype(q.dtype)
+        dq = jnp.dot(ds, k, preferred_element_type=F32) * d**-0.5
+        dk = jnp.dot(ds.T, q, preferred_element_type=F32)
+        dv = jnp.dot(_dropped(p, keep, rate).astype(g.dtype).T, g, preferred_element_type=F32)
+        return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
+
+    grads = _by_pairs(pair, h, qp, kp, vp, mask, lse, _pairs(g))
+    return (*(_from_pairs(t, h) for t in grads), None, None)
+
+
+_chunked.defvjp(_chunked_fwd, _chunked_bwd)
