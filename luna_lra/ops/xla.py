@@ -218,10 +218,10 @@ def _pair_keep(seed, pair, heads, shape, rate):
                                  rate)
 
 
-def _pair_scores(q, k, key_mask):
-    """One pair's scores [q_len, kv_len] of the scaled q against k; masked keys at NEG."""
-    s = jnp.dot(q, k.T, preferred_element_type=F32)
-    return jnp.where(key_mask[None, :], s, reference.NEG)
+def _pair_scores(q, k, key_bias):
+    """One pair's scores [q_len, kv_len] of the scaled q against k, plus the key bias (NEG at
+    masked keys: their exp is 0 whenever the row has a real key)."""
+    return jnp.dot(q, k.T, preferred_element_type=F32) + key_bias[None, :]
 
 
 def _by_pairs(fn, heads, *args):
@@ -241,33 +241,34 @@ def _chunked(q, k, v, key_mask, seed, rate):
 
 def _chunked_fwd(q, k, v, key_mask, seed, rate):
     """The probabilities as masked_softmax computes them, and each row's logsumexp (+inf for
-    a row whose keys are all masked: its recomputed probabilities are 0)."""
+    a row whose keys are all masked: its recomputed probabilities are 0). Masked keys enter
+    as a bias on the scores, not as selects over them."""
     h, d = q.shape[2:]
-    mask = jnp.repeat(key_mask, h, axis=0)  # [pairs, kv_len]
+    bias = jnp.repeat(jnp.where(key_mask, 0.0, reference.NEG), h, axis=0)  # [pairs, kv_len]
 
-    def pair(i, q, k, v, m):
-        s = _pair_scores(q, k, m)
+    def pair(i, q, k, v, bias):
+        s = _pair_scores(q, k, bias)
         top = jnp.max(s, axis=-1, keepdims=True)
-        e = jnp.where(m[None, :], jnp.exp(s - top), 0.0)
+        e = jnp.exp(s - top)
         den = jnp.sum(e, axis=-1, keepdims=True)
-        live = den > 0
-        p = e / jnp.where(live, den, 1.0)
+        live = top > 0.5 * reference.NEG  # the row has a real key
+        p = e * jnp.where(live, 1.0 / den, 0.0)
         keep = _pair_keep(seed, i, h, p.shape, rate) if rate > 0.0 else None
         o = jnp.dot(_dropped(p, keep, rate).astype(v.dtype), v, preferred_element_type=F32)
-        lse = jnp.where(live, top + jnp.log(jnp.where(live, den, 1.0)), jnp.inf)
+        lse = jnp.where(live, top + jnp.log(den), jnp.inf)
         return o.astype(q.dtype), lse[:, 0]
 
     qp, kp, vp = _pairs(q * d**-0.5), _pairs(k), _pairs(v)
-    o, lse = _by_pairs(pair, h, qp, kp, vp, mask)
-    return _from_pairs(o, h), (qp, kp, vp, mask, lse, seed)
+    o, lse = _by_pairs(pair, h, qp, kp, vp, bias)
+    return _from_pairs(o, h), (qp, kp, vp, bias, lse, seed)
 
 
 def _chunked_bwd(rate, res, g):
-    qp, kp, vp, mask, lse, seed = res
+    qp, kp, vp, bias, lse, seed = res
     h, d = g.shape[2:]
 
-    def pair(i, q, k, v, m, lse, g):
-        p = jnp.where(m[None, :], jnp.exp(_pair_scores(q, k, m) - lse[:, None]), 0.0)
+    def pair(i, q, k, v, bias, lse, g):
+        p = jnp.exp(_pair_scores(q, k, bias) - lse[:, None])
         keep = _pair_keep(seed, i, h, p.shape, rate) if rate > 0.0 else None
         dp = jnp.dot(g, v.T, preferred_element_type=F32)
         ds = _scores_grad(p, dp, keep, rate).astype(q.dtype)
@@ -276,7 +277,7 @@ def _chunked_bwd(rate, res, g):
         dv = jnp.dot(_dropped(p, keep, rate).astype(g.dtype).T, g, preferred_element_type=F32)
         return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
 
-    grads = _by_pairs(pair, h, qp, kp, vp, mask, lse, _pairs(g))
+    grads = _by_pairs(pair, h, qp, kp, vp, bias, lse, _pairs(g))
     return (*(_from_pairs(t, h) for t in grads), None, None)
 
 
