@@ -52,7 +52,7 @@ def test_table_ratios_checks_and_bars():
                 command="c", rounds=3, steps_per_round=1)
     md = official.to_markdown(meta, rows)
     assert "| luna16-nodropout |" in md and "**2.00x**" in md and "**1.11x**" in md
-    assert "[x] issue 22's bar" in md and "machine was busy" in md
+    assert "[ ] issue 22's bar" in md and "machine was busy" in md and "not judged" in md
     rows[0]["ratio_cls_row"] = 1.2
     assert official.bars(rows) == dict(every_row=True, cls_row=False)
 
