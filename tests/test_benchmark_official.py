@@ -53,6 +53,9 @@ def test_table_ratios_checks_and_bars():
     md = official.to_markdown(meta, rows)
     assert "| luna16-nodropout |" in md and "**2.00x**" in md and "**1.11x**" in md
     assert "[ ] issue 22's bar" in md and "machine was busy" in md and "not judged" in md
+    quiet = dict(meta, load_start=0.2, load_end=2.3)  # at the end the workers' own 2 count
+    assert "[x] issue 22's bar" in official.to_markdown(quiet, rows)
+    assert not official.is_busy(quiet) and official.is_busy(dict(quiet, load_end=3.1))
     rows[0]["ratio_cls_row"] = 1.2
     assert official.bars(rows) == dict(every_row=True, cls_row=False)
 
