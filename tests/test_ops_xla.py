@@ -1,7 +1,6 @@
-"""The fast XLA form (ops/xla.py) of pack_attention / unpack_attention, block-diagonal when the
-short side's heads * l is at most BLOCK_DIAGONAL_MAX_ROWS, against the oracle
-(reference.attention): outputs and gradients to float32 rounding, masks, all-padded examples,
-dropout (the same mask bits), bfloat16."""
+"""The fast XLA form (ops/xla.py) of pack_attention / unpack_attention, a few (example, head)
+pairs at a time, against the oracle (reference.attention): outputs and gradients to float32
+rounding, masks, all-padded examples, dropout (the same mask bits), bfloat16."""
 
 import jax
 import jax.numpy as jnp
@@ -20,11 +19,12 @@ def _case(seed, batch, q_len, kv_len, heads, head_dim, dtype=jnp.float32):
     return q, k, v, jnp.arange(kv_len)[None, :] < jnp.asarray(lengths)[:, None]
 
 
-CASES = [  # (op, batch, q_len, kv_len, heads, head_dim): the short side small enough
+CASES = [  # (op, batch, q_len, kv_len, heads, head_dim)
     (xla.pack_attention, 3, 16, 101, 4, 32),  # Luna-16, 4 heads (the CPU step)
-    (xla.pack_attention, 2, 4, 37, 2, 8),
-    (xla.unpack_attention, 3, 101, 16, 8, 16),  # 8 heads x l 16 = the limit, 128
+    (xla.pack_attention, 3, 40, 53, 4, 8),
+    (xla.unpack_attention, 3, 101, 16, 8, 16),
     (xla.unpack_attention, 2, 29, 5, 4, 16),
+    (xla.unpack_attention, 2, 1, 33, 5, 8),  # the CLS row alone (last_layer_cls_only)
 ]
 
 
@@ -34,11 +34,11 @@ def _rel(a, b):
 
 @pytest.mark.parametrize("rate", [0.0, 0.3])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0].__name__}{c[1:]}")
-def test_matches_the_reference_with_gradients(case, rate):
+def test_matches_the_reference_with_gradients(case, rate, monkeypatch):
     op, *shape = case
     q, k, v, mask = _case(0, *shape)
-    short = q if op is xla.pack_attention else k
-    assert xla.block_diagonal_pays(short)
+    # 2 (example, head) pairs per step: several steps and a last, shorter one
+    monkeypatch.setattr(xla, "CHUNK_ELEMENTS", 2 * q.shape[1] * k.shape[1])
     kw = dict(dropout_rate=rate, dropout_seed=jnp.uint32(11))
     loss = lambda fn: lambda q, k, v: jnp.sum(jnp.sin(fn(q, k, v, mask, **kw)))
     with jax.default_matmul_precision("highest"):
@@ -63,21 +63,21 @@ def test_bfloat16_inputs_keep_a_float32_softmax():
     assert _rel(out.astype(jnp.float32), want.astype(jnp.float32)) < 1e-2
 
 
-def test_long_short_sides_keep_the_head_major_reference():
-    """Luna-128/256 (heads * l above the limit) run `attention` itself, bit for bit."""
-    q, k, v, mask = _case(2, 2, 64, 80, 4, 8)
-    assert not xla.block_diagonal_pays(q)
-    np.testing.assert_array_equal(xla.pack_attention(q, k, v, mask),
-                                  reference.attention(q, k, v, mask))
+def test_pairs_per_chunk_keeps_a_step_within_the_budget():
+    assert xla.pairs_per_chunk(32, 256, 1001) == 1  # Luna-256 at n = 1,001: one pair a step
+    assert xla.pairs_per_chunk(32, 256, 256) == 4
+    assert xla.pairs_per_chunk(32, 1, 256) == 32  # the CLS row alone: every pair at once
 
 
-def test_unpack_dropout_mask_is_the_references():
-    """The unpack path lays the mask out as [b, n, h, l]; its bits are attention's [b, h, n, l]:
-    with v = identity rows, the output shows which weights were kept."""
-    b, n, l, h = 2, 9, 4, 2
-    q, k, _, _ = _case(3, b, n, l, h, l)
-    v = jnp.broadcast_to(jnp.eye(l)[None, :, None, :], (b, l, h, l))
-    mask = jnp.ones((b, l), bool)
+@pytest.mark.parametrize("op, l, heads", [(xla.unpack_attention, 4, 2), (xla.pack_attention, 6, 3)])
+def test_dropout_mask_is_the_references(op, l, heads):
+    """The mask is drawn pair by pair; its bits are attention's [b, h, rows, cols]: with v =
+    identity rows, the output shows which weights were kept."""
+    b, n = 2, 9
+    q_len, kv_len = (l, n) if op is xla.pack_attention else (n, l)
+    q, k, _, _ = _case(3, b, q_len, kv_len, heads, kv_len)
+    v = jnp.broadcast_to(jnp.eye(kv_len)[None, :, None, :], (b, kv_len, heads, kv_len))
+    mask = jnp.ones((b, kv_len), bool)
     kw = dict(dropout_rate=0.5, dropout_seed=jnp.uint32(5))
     keep = lambda fn: np.asarray(fn(q, k, v, mask, **kw)) != 0.0
-    np.testing.assert_array_equal(keep(xla.unpack_attention), keep(reference.attention))
+    np.testing.assert_array_equal(keep(op), keep(reference.attention))

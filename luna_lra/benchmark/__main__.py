@@ -1,4 +1,4 @@
-"""python -m luna_lra.benchmark kernels|model|step|gpu ... (see luna_lra/benchmark/__init__.py)."""
+"""python -m luna_lra.benchmark kernels|model|step|official|gpu ... (see luna_lra/benchmark/__init__.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from luna_lra import benchmark
 
 
 def main(argv=None):
-    from luna_lra.benchmark import gpu, kernels, model, step
+    from luna_lra.benchmark import gpu, kernels, model, official, step
 
     parser = argparse.ArgumentParser(prog="python -m luna_lra.benchmark",
                                      description=benchmark.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (kernels, model, step, gpu):
+    for module in (kernels, model, step, official, gpu):
         module.add_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)

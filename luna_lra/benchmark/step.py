@@ -26,18 +26,23 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "step_worker.p
 SPEC = dict(batch=8, n=1000, vocab=257, classes=2, model=dict(
     name="luna", emb_dim=128, num_heads=4, mlp_dim=512, num_layers=2, proj_len=16,
     classifier_dim=512, dtype="float32", attention_impl="xla"),
-    settings={"no-dropout": 0.0, "dropout-0.1": 0.1})
+    settings={"no-dropout": dict(dropout_rate=0.0, attention_dropout_rate=0.0),
+              "dropout-0.1": dict(dropout_rate=0.1, attention_dropout_rate=0.1)})
 QUICK = dict(SPEC, batch=2, n=64, model=dict(SPEC["model"], emb_dim=32, mlp_dim=64,
                                               num_layers=1))
 
 
 class Worker:
-    """step_worker.py in `tree` as a child process, spoken to line by line."""
+    """A worker (step_worker.py by default) in `tree` as a child process, spoken to line by
+    line. script: another worker file with the same protocol; cpus: the CPUs it may run on
+    (XLA:CPU sizes its thread pool to them); env: its environment."""
 
-    def __init__(self, tree: str, spec: dict):
-        code = f"import runpy; runpy.run_path({WORKER!r}, run_name='__main__')"
+    def __init__(self, tree: str, spec: dict, script: str = WORKER, cpus=None, env=None):
+        code = f"import runpy; runpy.run_path({script!r}, run_name='__main__')"
+        pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
         self.proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(spec)], cwd=tree,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     preexec_fn=pin, env=env)
         self.info = self._read()
 
     def _read(self) -> dict:
@@ -46,10 +51,13 @@ class Worker:
             raise RuntimeError(f"step worker died (rc {self.proc.wait()}); see its stderr")
         return json.loads(line)
 
-    def run(self, setting: str, steps: int) -> list:
-        self.proc.stdin.write(f"run {setting} {steps}\n")
+    def ask(self, *words) -> dict:
+        self.proc.stdin.write(" ".join(map(str, words)) + "\n")
         self.proc.stdin.flush()
-        return self._read()["times"]
+        return self._read()
+
+    def run(self, setting: str, steps: int) -> list:
+        return self.ask("run", setting, steps)["times"]
 
     def close(self):
         if self.proc.poll() is None:

@@ -5,9 +5,12 @@ baseline checkout. The coordinator starts it with that checkout as the working d
     python -c "import runpy; runpy.run_path('<this file>', run_name='__main__')" SPEC_JSON
 
 It imports only what both trees have (defaults.base_config, data.TaskInfo,
-models.build_model, trainer.make_optimizer / make_steps), builds the step for each dropout
-setting, then answers lines on stdin: `run <setting> <steps>` -> one JSON line of step times;
-`quit` ends it. The first line it prints describes the run (commit, losses, compile times).
+models.build_model, trainer.make_optimizer / make_steps), builds the step for each setting (a
+dict of model fields set over the spec's model), then answers lines on stdin:
+`run <setting> <steps>` -> one JSON line of step times; `export <setting> <path>` -> writes the
+setting's initial parameters (flattened, "a/b/c" keys) and its batch ("batch:inputs", ...) to
+an .npz file, for the official code to load (benchmark/official.py); `quit` ends it. The first
+line it prints describes the run (commit, losses, compile times). Setting names have no spaces.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ def text_batch(seed: int, batch: int, n: int, vocab: int, classes: int) -> dict:
                 targets=rng.integers(0, classes, size=batch).astype(np.int32))
 
 
-def build_step(spec: dict, dropout: float):
-    """(compiled step, state, batch) for one dropout setting; params from seed 0."""
+def build_step(spec: dict, fields: dict):
+    """(compiled step, state, batch) for one setting: the spec's model with `fields` set over
+    it; params from seed 0."""
     from flax.training import train_state
 
     from luna_lra.data import TaskInfo
@@ -43,9 +47,8 @@ def build_step(spec: dict, dropout: float):
     from luna_lra.trainer import make_optimizer, make_steps
 
     c = base_config().model
-    for key, value in spec["model"].items():
+    for key, value in {**spec["model"], **fields}.items():
         c[key] = value
-    c.dropout_rate = c.attention_dropout_rate = dropout
     task = TaskInfo(name="text", num_classes=spec["classes"], vocab_size=spec["vocab"],
                     max_length=spec["n"])
     model = build_model(c, task)
@@ -57,6 +60,14 @@ def build_step(spec: dict, dropout: float):
     state = train_state.TrainState.create(apply_fn=model.apply, params=params["params"], tx=tx)
     compiled = jax.jit(train_step).lower(state, batch, jax.random.key(1)).compile()
     return compiled, state, batch
+
+
+def export(path: str, params, batch) -> None:
+    from flax import traverse_util
+
+    arrays = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(params, sep="/").items()}
+    arrays.update({f"batch:{k}": np.asarray(v) for k, v in batch.items()})
+    np.savez(path, **arrays)
 
 
 def commit() -> str:
@@ -78,9 +89,9 @@ def main(spec: dict) -> None:
     cls_only = base_config().model.get("last_layer_cls_only", False)
     steps, info = {}, dict(tree=luna_lra.__file__, commit=commit(), jax=jax.__version__,
                            last_layer_cls_only=cls_only, settings={})
-    for name, dropout in spec["settings"].items():
+    for name, fields in spec["settings"].items():
         t0 = time.perf_counter()
-        compiled, state, batch = build_step(spec, dropout)
+        compiled, state, batch = build_step(spec, fields)
         compile_s = time.perf_counter() - t0
         new_state, metrics = compiled(state, batch, jax.random.key(1))  # warm-up, checked
         jax.block_until_ready(new_state)
@@ -93,6 +104,10 @@ def main(spec: dict) -> None:
         if not words or words[0] == "quit":
             return
         compiled, state, batch = steps[words[1]]
+        if words[0] == "export":
+            export(words[2], state.params, batch)
+            print(json.dumps(dict(exported=words[2])), flush=True)
+            continue
         times = []
         for _ in range(int(words[2])):
             t0 = time.perf_counter()
