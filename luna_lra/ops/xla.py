@@ -9,6 +9,10 @@ v and each row's logsumexp, recomputing the probabilities (and the dropout mask)
 cheaper than writing them out and reading them back. Masked keys enter as a bias on the
 scores, not as selects over them. On XLA:CPU (2 cores, Luna-256 at n = 1,001) this takes
 about 0.45x the time of the plain einsums under autodiff, forward and backward.
+
+That is a CPU form: on a GPU or TPU a loop of small steps would leave the device idle, and
+XLA fuses the plain einsums well, so there the XLA path is reference.attention itself (the
+baseline the Pallas kernels are measured against).
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ def unpack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None,
 def attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, dropout_seed=None):
     """reference.attention's contract: q [batch, q_len, heads, head_dim], k, v [batch, kv_len,
     heads, head_dim], key_mask [batch, kv_len]; the same dropout bits."""
+    if jax.default_backend() != "cpu":
+        return reference.attention(q, k, v, key_mask, dropout_rate=dropout_rate,
+                                   dropout_rng=dropout_rng, dropout_seed=dropout_seed)
     reference.check_shapes(q, k, v, key_mask)
     seed = dropout_lib.resolve_seed(dropout_rate, dropout_rng, dropout_seed)
     return _attention(q, k, v, key_mask, seed, float(dropout_rate))
