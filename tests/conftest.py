@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -13,6 +14,14 @@ from luna_lra.data import listops_generator
 
 # Tests run on the CPU; the multi-device tests start their own subprocesses with more devices.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache for the tests and every process they start (set before JAX
+# is imported): the many small runs compile the same programs, and a cached executable is the
+# same executable, so results stay bitwise the same; it halves a tiny training run.
+for key, value in (("JAX_COMPILATION_CACHE_DIR",
+                    os.path.join(tempfile.gettempdir(), "luna_lra_tests_jax_cache")),
+                   ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
+                   ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")):
+    os.environ.setdefault(key, value)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LISTOPS = dict(num_train=800, num_val=100, num_test=100, min_length=5, max_length=48,

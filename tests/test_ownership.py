@@ -87,7 +87,7 @@ def sweep_file(tmp_path, data_dir):
     return str(path)
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_a_stopped_sweep_leaves_no_trainer_and_resumes(listops_dir, reference, tmp_path, how):
     path, root = sweep_file(tmp_path, listops_dir), tmp_path / "runs"
     workdir = root / "listops-tiny"
@@ -96,8 +96,9 @@ def test_a_stopped_sweep_leaves_no_trainer_and_resumes(listops_dir, reference, t
     trainer = lock_pid(workdir)
     driver.send_signal(how)
     driver.wait(timeout=120)
-    if how == signal.SIGTERM:  # the driver passes it on, waits for the save, then exits
-        assert driver.returncode == 143, (tmp_path / "1.log").read_text()[-2000:]
+    if how != signal.SIGKILL:  # the driver passes it on, waits for the save, then exits
+        assert driver.returncode == {signal.SIGTERM: 143, signal.SIGINT: 130}[how], \
+            (tmp_path / "1.log").read_text()[-2000:]
     deadline = time.time() + 20
     while not gone(trainer):
         assert time.time() < deadline, "the trainer outlived its sweep by 20 s"

@@ -34,8 +34,9 @@ import types
 from collections import Counter
 from typing import Callable, IO
 
-from luna_lra.data import DataError, listops, pathfinder, retrieval
+from luna_lra.data import DataError, image, listops, pathfinder, retrieval, text
 from luna_lra.data.download import CHUNK, ArchiveStream, FetchError, download, safe_relpath
+from luna_lra.data.tfds_source import has_tensorflow, prepare_tfds
 
 log = logging.getLogger(__name__)
 
@@ -428,9 +429,6 @@ def fetch_release(out: str, tasks: list[str], *, url: str = LRA_RELEASE_URL,
 def fetch_tfds(task: str, out: str) -> Outcome:
     """Text or Image: nothing if <out>/<task> holds data its reader finds; else TFDS's
     download_and_prepare (array_record) there, or a line saying why TFDS cannot."""
-    from luna_lra.data import image, text
-    from luna_lra.data.tfds_source import has_tensorflow, prepare_tfds
-
     module = text if task == "text" else image
     folder = os.path.join(out, task)
     offline = (f"python -m data_prep.text --source aclimdb --out {folder}" if task == "text"

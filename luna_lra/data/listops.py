@@ -22,6 +22,7 @@ import numpy as np
 
 from luna_lra.checks import short
 from luna_lra.data import DataError, Splits, TaskInfo
+from luna_lra.data import listops_generator as generator
 
 TASK = TaskInfo(name="listops", num_classes=10, vocab_size=16, max_length=2000)
 
@@ -350,8 +351,6 @@ def _generate_unless_present(data_cfg: Any, data_dir: str) -> bool:
             f"a partial ListOps data set. Remove the existing files to regenerate, or supply "
             f"the missing ones."
         )
-    from luna_lra.data import listops_generator as generator  # only needed when generating
-
     kw = {k: default if getattr(data_cfg, k, None) is None else int(getattr(data_cfg, k))
           for k, default in GENERATE_DEFAULTS.items()}
     out = split_dir(data_dir)
