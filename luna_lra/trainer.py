@@ -241,15 +241,16 @@ def check_space(run: "Run", state) -> None:
     workdir = run.workdir
     if "://" in workdir:
         return
-    free = shutil.disk_usage(workdir).free
+    size = run.checkpoints.newest_size() or sum(x.nbytes + 4096 for x in jax.tree.leaves(state))
+    free_kib, needed_kib = shutil.disk_usage(workdir).free // 1024, (2 * size + SPACE_SLACK) // 1024
     if jax.process_count() > 1:
-        free = int(multihost_utils.broadcast_one_to_all(np.int64(free)))
-    leaves = jax.tree.leaves(state)
-    size = run.checkpoints.newest_size() or sum(x.nbytes + 4096 for x in leaves)
-    needed = 2 * size + SPACE_SLACK
-    if free < needed:
+        # Broadcast in KiB, capped to int32: JAX without x64 would wrap an int64 byte count.
+        cap = np.iinfo(np.int32).max
+        figures = np.array([min(free_kib, cap), min(needed_kib, cap)], np.int32)
+        free_kib, needed_kib = map(int, multihost_utils.broadcast_one_to_all(figures))
+    if free_kib < needed_kib:
         raise TrainingError(f"{workdir}: No space left on device for the next checkpoint "
-                            f"({free // 1024} KiB free, about {needed // 1024} KiB needed); "
+                            f"({free_kib} KiB free, about {needed_kib} KiB needed); "
                             "free some, then the same command resumes")
 
 

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from luna_lra.ops import reference
+
 SEED = np.uint32(0xDEADBEEF)  # above 2**31: the kernels' int32 view must keep the seed's bits
 F32_TOL, BF16_TOL = 1e-5, 1e-2
 
@@ -17,6 +19,12 @@ QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensiv
 
 def run_compiled(f, *args, quick=True):
     return jax.jit(f).lower(*args).compile(QUICK_COMPILE if quick else None)(*args)
+
+
+def kernel_and_oracle(module, kind):
+    """(module's pack/unpack_attention, the oracle's) for kind 'pack' or 'unpack'."""
+    name = f"{kind}_attention"
+    return getattr(module, name), getattr(reference, name)
 
 
 def rel(a, b):

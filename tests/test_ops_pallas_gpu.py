@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from luna_lra import ops
-from kernel_checks import BF16_TOL, F32_TOL, SEED, case, check, plan_id, real_case, rel
+from kernel_checks import (BF16_TOL, F32_TOL, SEED, case, check, kernel_and_oracle, plan_id,
+                           real_case, rel)
 from luna_lra.ops import _pallas_common as common
 from luna_lra.ops import pallas_gpu, reference, triton_compile
 
@@ -30,8 +31,7 @@ def test_float32_matches_reference(kind, rate):
     q, k, v, mask = case(10 + (kind == "pack") + 2 * (rate > 0), kind)
     # Small blocks: several blocks with a ragged last one; two splits of the streamed axis
     # (pack: split-K forward/dq with the combine; unpack: split queries in dk/dv).
-    fn, ref = ((pallas_gpu.pack_attention, reference.pack_attention) if kind == "pack"
-               else (pallas_gpu.unpack_attention, reference.unpack_attention))
+    fn, ref = kernel_and_oracle(pallas_gpu, kind)
     _check(fn, ref, q, k, v, mask, F32_TOL, interpret=INTERPRET, block_q=16, block_k=16,
            num_splits=2, dropout_rate=rate, dropout_seed=SEED)
 
@@ -39,8 +39,7 @@ def test_float32_matches_reference(kind, rate):
 @pytest.mark.parametrize("kind", ["pack", "unpack"])
 def test_default_blocks_and_bfloat16(kind):
     q, k, v, mask = case(20 + (kind == "pack"), kind, jnp.bfloat16)
-    fn, ref = ((pallas_gpu.pack_attention, reference.pack_attention) if kind == "pack"
-               else (pallas_gpu.unpack_attention, reference.unpack_attention))
+    fn, ref = kernel_and_oracle(pallas_gpu, kind)
     _check(fn, ref, q, k, v, mask, BF16_TOL, interpret=INTERPRET, dropout_rate=0.1,
            dropout_seed=SEED)
 
@@ -58,8 +57,7 @@ def test_backward_blocks_smaller_than_forward(kind):
                                 block_k=None, num_splits=None)
     assert plan.dq.block_k < plan.fwd.block_k and plan.dkdv.block_k < plan.fwd.block_k
     assert plan.dkdv.block_q < plan.fwd.block_q
-    fn, ref = ((pallas_gpu.pack_attention, reference.pack_attention) if kind == "pack"
-               else (pallas_gpu.unpack_attention, reference.unpack_attention))
+    fn, ref = kernel_and_oracle(pallas_gpu, kind)
     _check(fn, ref, q, k, v, mask, F32_TOL, interpret=INTERPRET, dropout_rate=0.1,
            dropout_seed=SEED)
 
@@ -68,8 +66,7 @@ def test_backward_blocks_smaller_than_forward(kind):
 def test_head_dim_not_a_power_of_two(kind):
     # Tiles span 32 columns; the 8 past head_dim 24 are masked on every load and store.
     q, k, v, mask = case(50 + (kind == "pack"), kind, head_dim=24)
-    fn, ref = ((pallas_gpu.pack_attention, reference.pack_attention) if kind == "pack"
-               else (pallas_gpu.unpack_attention, reference.unpack_attention))
+    fn, ref = kernel_and_oracle(pallas_gpu, kind)
     _check(fn, ref, q, k, v, mask, F32_TOL, interpret=INTERPRET, block_q=16, block_k=16,
            dropout_rate=0.1, dropout_seed=SEED)
 
@@ -107,8 +104,7 @@ def test_real_plans(shape, want):
     n_blocks = ((plan.fwd.block_k, plan.dq.block_k, plan.dkdv.block_k) if kind == "pack"
                 else (plan.fwd.block_q, plan.dq.block_q, plan.dkdv.block_q))
     assert n % min(n_blocks), "n must leave each kernel a ragged last block"
-    fn, ref = ((pallas_gpu.pack_attention, reference.pack_attention) if kind == "pack"
-               else (pallas_gpu.unpack_attention, reference.unpack_attention))
+    fn, ref = kernel_and_oracle(pallas_gpu, kind)
     _check(fn, ref, q, k, v, mask, F32_TOL if dtype == jnp.float32 else BF16_TOL,
            interpret=INTERPRET, dropout_rate=rate, dropout_seed=SEED)
 

@@ -12,7 +12,8 @@ import pytest
 from jax import export
 from jax.experimental.pallas import tpu as pltpu
 
-from kernel_checks import BF16_TOL, F32_TOL, SEED, case, check, plan_id, real_case
+from kernel_checks import (BF16_TOL, F32_TOL, SEED, case, check, kernel_and_oracle, plan_id,
+                           real_case)
 from luna_lra.ops import _pallas_common as common
 from luna_lra.ops import pallas_tpu, reference
 
@@ -46,8 +47,7 @@ def test_float32_matches_reference(kind, rate):
     q, k, v, mask = case(10 + (kind == "pack") + 2 * (rate > 0), kind)
     # Small blocks: several blocks with a ragged last one (pack: 2 query blocks when l > 8);
     # two splits of the streamed axis (pack: split-K forward/dq; unpack: split queries in dk/dv).
-    fn, ref = ((pallas_tpu.pack_attention, reference.pack_attention) if kind == "pack"
-               else (pallas_tpu.unpack_attention, reference.unpack_attention))
+    fn, ref = kernel_and_oracle(pallas_tpu, kind)
     _check(fn, ref, q, k, v, mask, F32_TOL, interpret=RACES, block_q=8 if kind == "pack" else 16,
            block_k=16 if kind == "pack" else None, num_splits=2, dropout_rate=rate,
            dropout_seed=SEED)
@@ -80,8 +80,7 @@ def test_real_plans(shape, blocks):
     want = common.BlockSizes(*blocks)
     assert (plan.fwd, plan.dq, plan.dkdv, plan.k_splits, plan.q_splits) == (want,) * 3 + (1, 1)
     assert n % (plan.fwd.block_k if kind == "pack" else plan.fwd.block_q), "n must be ragged"
-    fn, ref = ((pallas_tpu.pack_attention, reference.pack_attention) if kind == "pack"
-               else (pallas_tpu.unpack_attention, reference.unpack_attention))
+    fn, ref = kernel_and_oracle(pallas_tpu, kind)
     _check(fn, ref, q, k, v, mask, F32_TOL if dtype == jnp.float32 else BF16_TOL,
            interpret=RACES, dropout_rate=rate, dropout_seed=SEED)
 

@@ -178,3 +178,24 @@ def test_cli_reports_a_missing_data_directory(tmp_path):
                f"--config.data.data_dir={tmp_path / 'nowhere'}")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"{tmp_path / 'nowhere'}" in out.stderr and "basic_train.tsv" in out.stderr
+
+
+@pytest.mark.parametrize("free_bytes, refused", [(5 << 40, False), (64 << 10, True)])
+def test_the_disk_check_agrees_across_processes_on_any_disk(monkeypatch, tmp_path, free_bytes,
+                                                            refused):
+    """Process 0's free-space figure goes to every process through a device array, where JAX
+    without x64 keeps 32 bits: a 5 TiB disk must not wrap into a negative (full) one."""
+    import jax
+    from jax.experimental import multihost_utils
+    monkeypatch.setattr(trainer.shutil, "disk_usage", lambda _: types.SimpleNamespace(
+        free=free_bytes))
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(multihost_utils, "broadcast_one_to_all",
+                        lambda x: np.asarray(jax.device_get(jax.numpy.asarray(x))))
+    run = types.SimpleNamespace(workdir=str(tmp_path), checkpoints=types.SimpleNamespace(
+        newest_size=lambda: 1 << 20))
+    if refused:
+        with pytest.raises(trainer.TrainingError, match=r"64 KiB free, about 2304 KiB needed"):
+            trainer.check_space(run, state={})
+    else:
+        trainer.check_space(run, state={})

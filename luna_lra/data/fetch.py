@@ -34,9 +34,8 @@ import types
 from collections import Counter
 from typing import Callable, IO
 
-from luna_lra.data import DataError, image, listops, pathfinder, retrieval, text
+from luna_lra.data import DataError, image, listops, pathfinder, retrieval, text, tfds_source
 from luna_lra.data.download import CHUNK, ArchiveStream, FetchError, download, safe_relpath
-from luna_lra.data.tfds_source import has_tensorflow, prepare_tfds
 
 log = logging.getLogger(__name__)
 
@@ -441,12 +440,12 @@ def fetch_tfds(task: str, out: str) -> Outcome:
     name = TFDS_TASKS[task]
     # TFDS's cifar10 builder reads with tf.io.gfile and encodes its images with
     # tf.image.encode_png; imdb_reviews needs no TensorFlow.
-    if name == "cifar10" and not has_tensorflow():
+    if name == "cifar10" and not tfds_source.has_tensorflow():
         return Outcome(task, False, f"{task}: TFDS needs TensorFlow to prepare {name}, and it is "
                                     f"not installed; without it: {offline}")
     log.info("%s: preparing TFDS %s in %s", task, name, folder)
     try:
-        written = prepare_tfds(name, folder)
+        written = tfds_source.prepare_tfds(name, folder)
     except Exception as e:  # noqa: BLE001 - TFDS fails in many ways offline; report, go on
         first = (str(e).splitlines() or [""])[0][:200]
         return Outcome(task, False, f"{task}: TFDS could not prepare {name} "
