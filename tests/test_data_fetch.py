@@ -499,6 +499,16 @@ def test_tfds_tasks_with_data_in_place_or_prepared(tmp_path, monkeypatch, capsys
     assert run(out, "--tasks", "text") == 0 and len(calls) == 1  # now found, not prepared again
 
 
+@pytest.mark.parametrize("task", sorted(fetch.TFDS_TASKS))
+def test_the_real_tfds_builders_know_their_downloads_offline(tmp_path, task):
+    """The part of TFDS's download_and_prepare that needs no network: the builder reads its
+    checksum file, through imports a fresh install must have (importlib_resources)."""
+    import tensorflow_datasets as tfds
+
+    urls = tfds.builder(fetch.TFDS_TASKS[task], data_dir=str(tmp_path)).url_infos
+    assert urls and all(info.checksum for info in urls.values())
+
+
 # ----------------------------------------------------------------------------- the real counts
 
 
