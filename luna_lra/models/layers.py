@@ -58,7 +58,7 @@ def sum_leading(t, keep: int = 1):
     [8, 1001, 128] over the batch); accumulates in float32."""
     rows = int(np.prod(t.shape[:t.ndim - keep]))
     out = jnp.dot(jnp.ones((rows,), t.dtype), t.reshape(rows, -1),
-                  preferred_element_type=jnp.float32)
+                  preferred_element_type=jnp.float32, precision=jax.lax.Precision.HIGHEST)
     return out.reshape(t.shape[t.ndim - keep:]).astype(t.dtype)
 
 
