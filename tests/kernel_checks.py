@@ -1,4 +1,4 @@
-"""Shared by test_ops_pallas_gpu.py and test_ops_pallas_tpu.py: random cases with ragged and all-padded
+"""Shared by the kernel tests (test_ops_pallas_*.py): random cases with ragged and all-padded
 examples (tiny ones, and ones at the shapes the models run), and the kernel-vs-reference check
 of outputs and dq, dk, dv."""
 
@@ -25,6 +25,19 @@ def kernel_and_oracle(module, kind):
     """(module's pack/unpack_attention, the oracle's) for kind 'pack' or 'unpack'."""
     name = f"{kind}_attention"
     return getattr(module, name), getattr(reference, name)
+
+
+def lowering_case(fn, b, h, d, lq, lk):
+    """What the lowering tests export: fn's output and its gradients (dropout 0.1) as one
+    function of (q, k, v, mask, output gradient), and those arguments' bfloat16 specs."""
+    def out_and_grads(q, k, v, mask, g):
+        out, vjp = jax.vjp(lambda q, k, v: fn(q, k, v, mask, dropout_rate=0.1,
+                                              dropout_seed=SEED), q, k, v)
+        return out, vjp(g)
+
+    spec = lambda m: jax.ShapeDtypeStruct((b, m, h, d), jnp.bfloat16)
+    return out_and_grads, (spec(lq), spec(lk), spec(lk), jax.ShapeDtypeStruct((b, lk), jnp.bool_),
+                           spec(lq))
 
 
 def rel(a, b):

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from luna_lra import ops
-from kernel_checks import (BF16_TOL, F32_TOL, SEED, case, check, kernel_and_oracle, plan_id,
-                           real_case, rel)
+from kernel_checks import (BF16_TOL, F32_TOL, SEED, case, check, kernel_and_oracle, lowering_case,
+                           plan_id, real_case, rel)
 from luna_lra.ops import _pallas_common as common
 from luna_lra.ops import pallas_gpu, reference, triton_compile
 
@@ -124,16 +124,8 @@ def test_lowers_to_triton(kind):
     # n = 1000 is no block multiple, yet nothing is padded in HBM (masked loads instead).
     b, h, d, n, l = 2, 8, 64, 1000, 256 if kind == "unpack" else 128
     lq, lk = (l, n) if kind == "pack" else (n, l)
-    fn = getattr(pallas_gpu, f"{kind}_attention")
-
-    def f(q, k, v, mask, g):
-        out, vjp = jax.vjp(lambda q, k, v: fn(q, k, v, mask, dropout_rate=0.1,
-                                              dropout_seed=SEED), q, k, v)
-        return out, vjp(g)
-
-    spec = lambda m: jax.ShapeDtypeStruct((b, m, h, d), jnp.bfloat16)
-    exp = triton_compile.export_for_gpu(f, spec(lq), spec(lk), spec(lk),
-                                        jax.ShapeDtypeStruct((b, lk), jnp.bool_), spec(lq))
+    f, specs = lowering_case(getattr(pallas_gpu, f"{kind}_attention"), b, h, d, lq, lk)
+    exp = triton_compile.export_for_gpu(f, *specs)
     assert exp.mlir_module().count(triton_compile.CUSTOM_CALL) == 3  # fwd, dq, dkdv
     assert "stablehlo.pad" not in exp.mlir_module()
 

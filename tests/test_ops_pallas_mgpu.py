@@ -20,7 +20,7 @@ import pytest
 from jax import export
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from kernel_checks import BF16_TOL, SEED, check, rel
+from kernel_checks import BF16_TOL, SEED, check, lowering_case, rel
 from luna_lra import ops
 from luna_lra.ops import _pallas_common as common
 from luna_lra.ops import reference
@@ -164,16 +164,9 @@ def test_lowers_for_h100(kind):
     for n, l, d in ((4096, 256, 128), (4001, 16, 64)):
         lq, lk = (l, n) if kind == "pack" else (n, l)
 
-        def f(q, k, v, mask, g):
-            out, vjp = jax.vjp(lambda q, k, v: fn(q, k, v, mask, dropout_rate=0.1,
-                                                  dropout_seed=SEED), q, k, v)
-            return out, vjp(g)
-
-        spec = lambda m: jax.ShapeDtypeStruct((2, m, 8, d), jnp.bfloat16)
+        f, specs = lowering_case(fn, 2, 8, d, lq, lk)
         with common.abstract_gpu(90):
-            module = export.export(jax.jit(f), platforms=["cuda"])(
-                spec(lq), spec(lk), spec(lk), jax.ShapeDtypeStruct((2, lk), jnp.bool_),
-                spec(lq)).mlir_module()
+            module = export.export(jax.jit(f), platforms=["cuda"])(*specs).mlir_module()
         padded = re.findall(r"stablehlo\.pad .*-> tensor<([\dx]+)x\w+>", module)
         assert (padded == [] if n % 4 == 0 else
                 padded and all(p.count("x") < 3 for p in padded)), padded

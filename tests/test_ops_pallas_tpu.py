@@ -12,8 +12,8 @@ import pytest
 from jax import export
 from jax.experimental.pallas import tpu as pltpu
 
-from kernel_checks import (BF16_TOL, F32_TOL, SEED, case, check, kernel_and_oracle, plan_id,
-                           real_case)
+from kernel_checks import (BF16_TOL, F32_TOL, SEED, case, check, kernel_and_oracle, lowering_case,
+                           plan_id, real_case)
 from luna_lra.ops import _pallas_common as common
 from luna_lra.ops import pallas_tpu, reference
 
@@ -91,15 +91,7 @@ def test_lowers_to_mosaic(kind):
     # (ListOps' length) leaves a partial last block.
     b, h, d, n, l = 2, 8, 64, 2000, 256 if kind == "unpack" else 128
     lq, lk = (l, n) if kind == "pack" else (n, l)
-    fn = getattr(pallas_tpu, f"{kind}_attention")
-
-    def f(q, k, v, mask, g):
-        out, vjp = jax.vjp(lambda q, k, v: fn(q, k, v, mask, dropout_rate=0.1,
-                                              dropout_seed=SEED), q, k, v)
-        return out, vjp(g)
-
-    spec = lambda m: jax.ShapeDtypeStruct((b, m, h, d), jnp.bfloat16)
-    exp = export.export(jax.jit(f), platforms=["tpu"])(
-        spec(lq), spec(lk), spec(lk), jax.ShapeDtypeStruct((b, lk), jnp.bool_), spec(lq))
+    f, specs = lowering_case(getattr(pallas_tpu, f"{kind}_attention"), b, h, d, lq, lk)
+    exp = export.export(jax.jit(f), platforms=["tpu"])(*specs)
     assert exp.mlir_module().count("stablehlo.custom_call @tpu_custom_call") == 3
     assert "stablehlo.pad" not in exp.mlir_module()  # partial blocks, not padded copies
