@@ -63,6 +63,10 @@ def init_distributed(args) -> None:
                                   ("process_id", args.process_id)) if v is not None}
     if args.distributed == "on" or (args.distributed == "auto" and explicit):
         jax.distributed.initialize(**explicit)
+        if jax.default_backend() == "cpu":
+            # On JAX 0.12 a multi-process CPU program loaded from the persistent compilation
+            # cache hangs in its first cross-process collective; compiled afresh it runs.
+            jax.config.update("jax_enable_compilation_cache", False)
 
 
 def setup_logging() -> None:

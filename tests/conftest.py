@@ -16,7 +16,8 @@ from luna_lra.data import listops_generator
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One persistent compilation cache for the tests and every process they start (set before JAX
 # is imported): the many small runs compile the same programs, and a cached executable is the
-# same executable, so results stay bitwise the same; it halves a tiny training run.
+# same executable, so results stay bitwise the same; it halves a tiny training run. (A
+# multi-process run turns it off: train.init_distributed.)
 for key, value in (("JAX_COMPILATION_CACHE_DIR",
                     os.path.join(tempfile.gettempdir(), "luna_lra_tests_jax_cache")),
                    ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),

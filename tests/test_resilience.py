@@ -4,16 +4,19 @@ and Ctrl-C: test_records.py, test_ownership.py).
 Each test drives the real CLI in subprocesses on the small generated ListOps set.
 """
 
+import os
 import random
 import signal
 import socket
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import (LISTOPS, latest_checkpoint, metrics, result, run_train, start, train_args,
-                      wait_for)
+from conftest import (LISTOPS, REPO, env, latest_checkpoint, metrics, result, run_train, start,
+                      train_args, wait_for)
 from luna_lra import checkpoints
 
 pytestmark = pytest.mark.slow
@@ -80,3 +83,41 @@ def test_eight_devices_and_two_processes_match_one_device(listops_dir, reference
         res, ref = result(workdir), result(reference)
         assert res["val_accuracy"] == pytest.approx(ref["val_accuracy"],
                                                     abs=1 / LISTOPS["num_val"] + 1e-9)
+
+
+# Two processes as the trainer starts them (train.init_distributed), then a few collectives.
+COLLECTIVES = r"""
+import argparse, sys
+import numpy as np
+from jax.experimental import multihost_utils
+from luna_lra import train
+train.init_distributed(argparse.Namespace(distributed="auto", num_processes=2,
+    coordinator_address=sys.argv[1], process_id=int(sys.argv[2])))
+for value in (np.int32(7), np.full(3, 7, np.float32), np.full((2, 2), 7, np.int32)):
+    multihost_utils.broadcast_one_to_all(value)
+"""
+
+
+def test_two_processes_neither_read_nor_write_the_compilation_cache(tmp_path):
+    """On JAX 0.12 a multi-process CPU program loaded from the persistent compilation cache
+    can hang in its collective (CI's multi-process runs did) or give another process's share,
+    so train.init_distributed turns the cache off for such runs: pairs of processes started
+    one after the other with one cache directory all finish, and it stays empty."""
+    cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache"),
+             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    for attempt in range(2):
+        with socket.socket() as s:
+            s.bind(("localhost", 0))
+            port = s.getsockname()[1]
+        procs = [subprocess.Popen([sys.executable, "-c", COLLECTIVES, f"localhost:{port}",
+                                   str(i)], cwd=REPO, env=env(2, **cache),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for i in range(2)]
+        try:
+            errs = [p.communicate(timeout=120)[1] for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+        assert [p.returncode for p in procs] == [0, 0], (attempt, errs[0][-2000:])
+        assert not any(files for _, _, files in os.walk(tmp_path / "cache")), attempt
