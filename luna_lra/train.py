@@ -26,7 +26,7 @@ from typing import Sequence
 import jax
 from absl import logging as absl_logging
 
-from luna_lra import checkpoints, exits, lifetime, results, trainer
+from luna_lra import checkpoints, exits, host_memory, lifetime, results, trainer
 from luna_lra import config as config_lib
 from luna_lra.checks import ConfigError
 from luna_lra.data import DataError
@@ -143,4 +143,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    host_memory.restart_with_huge_pages()
     main()

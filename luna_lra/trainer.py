@@ -37,7 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from luna_lra import checkpoints as ckpt_lib
 from luna_lra import config as config_lib
 from luna_lra import data as data_lib
-from luna_lra import models, ops, provenance, results, workdir_lock
+from luna_lra import host_memory, models, ops, provenance, results, workdir_lock
 from luna_lra.data import pipeline
 from luna_lra.metrics_log import MetricsWriter
 
@@ -702,7 +702,8 @@ def finish(run: Run, loop: Loop, command: str, changed: dict) -> dict:
         "visible_devices": {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES",
                             "TPU_VISIBLE_CHIPS") if k in os.environ},
         "machine": machine_description(), "devices": jax.device_count(),
-        "jax_version": jax.__version__, "commit": provenance.git_commit(), "command": command,
+        "jax_version": jax.__version__, "huge_pages": host_memory.in_use(),
+        "commit": provenance.git_commit(), "command": command,
         "data": run.data, "changed_from_config_file": changed,
         "config": config_lib.to_dict(cfg),
     }

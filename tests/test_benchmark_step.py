@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from luna_lra import host_memory
 from luna_lra.benchmark import __main__ as cli
 from luna_lra.benchmark import step
 
@@ -26,5 +27,8 @@ def test_quick_step_against_itself(tmp_path):
         assert {k: len(v) for k, v in times.items()} == {"baseline": 2, "this tree": 2}
     meta = data["meta"]
     assert meta["baseline_commit"] == meta["commit"] and meta["machine"] and meta["command"]
+    # each worker started itself again as the trainer does (malloc's huge pages, where glibc
+    # has them)
+    assert [w["huge_pages"] for w in meta["workers"].values()] == [host_memory.available()] * 2
     md = (tmp_path / "cpu_step.md").read_text()
     assert "| no-dropout |" in md and "| dropout-0.1 |" in md and "issue 14's bar" in md

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from luna_lra import benchmark
+from luna_lra import benchmark, host_memory
 
 
 def main(argv=None):
@@ -21,4 +21,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    host_memory.restart_with_huge_pages()
     main()

@@ -16,6 +16,7 @@ line it prints describes the run (commit, losses, compile times). Setting names 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -87,8 +88,9 @@ def main(spec: dict) -> None:
 
     # 6785641 has no such field: it computes every position of the last layer
     cls_only = base_config().model.get("last_layer_cls_only", False)
+    huge_pages = "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", "")
     steps, info = {}, dict(tree=luna_lra.__file__, commit=commit(), jax=jax.__version__,
-                           last_layer_cls_only=cls_only, settings={})
+                           last_layer_cls_only=cls_only, huge_pages=huge_pages, settings={})
     for name, fields in spec["settings"].items():
         t0 = time.perf_counter()
         compiled, state, batch = build_step(spec, fields)
@@ -119,4 +121,9 @@ def main(spec: dict) -> None:
 
 
 if __name__ == "__main__":
+    try:  # as this tree's trainer does, where it does (an older tree may not)
+        from luna_lra import host_memory
+        host_memory.restart_with_huge_pages()
+    except ImportError:
+        pass
     main(json.loads(sys.argv[1]))
