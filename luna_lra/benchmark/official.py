@@ -189,6 +189,10 @@ def to_markdown(meta: dict, rows: list) -> str:
            f"- command: `{meta['command']}`",
            f"- threads: both processes pinned to the same {meta['threads']} CPUs; torch "
            f"{meta['official']['threads']} intra-op threads, XLA:CPU sized to the CPUs",
+           f"- malloc on huge pages (glibc.malloc.hugetlb=1; ours starts itself again with it "
+           f"as the trainer does, the official code has what the environment gives): ours "
+           f"{meta['ours'].get('huge_pages', False)}, official "
+           f"{meta['official'].get('huge_pages', False)}",
            f"- step: forward, backward, gradient norm, AdamW update (ours: "
            f"luna_lra.trainer's train step, jit-compiled; official: torch.optim.AdamW, eager); "
            f"batch {s['batch']}, {s['n'] + 1} tokens ({s['n']} + CLS; example 0 full, the "

@@ -16,6 +16,7 @@ only; no JAX.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -137,8 +138,9 @@ def main(spec: dict) -> None:
     import torch
 
     torch.set_num_threads(spec["threads"])
+    huge_pages = "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", "")
     steps, info = {}, dict(torch=torch.__version__, threads=torch.get_num_threads(),
-                           settings={})
+                           huge_pages=huge_pages, settings={})
     for name, setting in spec["settings"].items():
         t0 = time.perf_counter()
         step, loss, norm = build_step(spec, setting)
