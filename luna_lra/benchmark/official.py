@@ -189,8 +189,8 @@ def to_markdown(meta: dict, rows: list) -> str:
            f"- command: `{meta['command']}`",
            f"- threads: both processes pinned to the same {meta['threads']} CPUs; torch "
            f"{meta['official']['threads']} intra-op threads, XLA:CPU sized to the CPUs",
-           f"- malloc on huge pages (glibc.malloc.hugetlb=1; ours starts itself again with it "
-           f"as the trainer does, the official code has what the environment gives): ours "
+           f"- malloc on huge pages (glibc.malloc.hugetlb=1: `python -m luna_lra.benchmark` "
+           f"starts itself again with it, as the trainer does, and both workers inherit it): ours "
            f"{meta['ours'].get('huge_pages', False)}, official "
            f"{meta['official'].get('huge_pages', False)}",
            f"- step: forward, backward, gradient norm, AdamW update (ours: "
