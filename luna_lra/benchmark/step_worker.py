@@ -121,7 +121,7 @@ def main(spec: dict) -> None:
 
 
 if __name__ == "__main__":
-    try:  # as this tree's trainer does, where it does (an older tree may not)
+    try:  # as the trainer starts, where this tree has it (an older tree may not)
         from luna_lra import host_memory
         host_memory.restart_with_huge_pages()
     except ImportError:
