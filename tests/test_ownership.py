@@ -62,7 +62,12 @@ def test_a_second_trainer_on_a_live_workdir_is_refused(listops_dir, reference, t
     workdir = tmp_path / "run"
     first = start("luna_lra.train", *args(listops_dir, workdir))
     wait_for(lambda: latest_checkpoint(workdir) >= 10, first, "a checkpoint")
-    second = run_train(args(listops_dir, workdir, **{"optim.learning_rate": 0.01}), check=False)
+    first.send_signal(signal.SIGSTOP)  # it holds the lock and cannot finish while the second
+    try:                               # trainer starts
+        second = run_train(args(listops_dir, workdir, **{"optim.learning_rate": 0.01}),
+                           check=False)
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second.returncode == 2
     line = one_line_error(second)
     assert f"is in use by another trainer (pid {first.pid} on host" in line, line
