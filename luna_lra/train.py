@@ -23,10 +23,15 @@ import sys
 import threading
 from typing import Sequence
 
+from luna_lra import host_memory
+
+if __name__ == "__main__":  # first, so that the restart does not import JAX twice
+    host_memory.restart_with_huge_pages()
+
 import jax
 from absl import logging as absl_logging
 
-from luna_lra import checkpoints, exits, host_memory, lifetime, results, trainer
+from luna_lra import checkpoints, exits, lifetime, results, trainer
 from luna_lra import config as config_lib
 from luna_lra.checks import ConfigError
 from luna_lra.data import DataError
@@ -143,5 +148,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    host_memory.restart_with_huge_pages()
     main()
