@@ -27,15 +27,15 @@ def kernel_and_oracle(module, kind):
     return getattr(module, name), getattr(reference, name)
 
 
-def lowering_case(fn, b, h, d, lq, lk):
+def lowering_case(fn, b, h, d, lq, lk, dtype=jnp.bfloat16):
     """What the lowering tests export: fn's output and its gradients (dropout 0.1) as one
-    function of (q, k, v, mask, output gradient), and those arguments' bfloat16 specs."""
+    function of (q, k, v, mask, output gradient), and those arguments' specs (dtype)."""
     def out_and_grads(q, k, v, mask, g):
         out, vjp = jax.vjp(lambda q, k, v: fn(q, k, v, mask, dropout_rate=0.1,
                                               dropout_seed=SEED), q, k, v)
         return out, vjp(g)
 
-    spec = lambda m: jax.ShapeDtypeStruct((b, m, h, d), jnp.bfloat16)
+    spec = lambda m: jax.ShapeDtypeStruct((b, m, h, d), dtype)
     return out_and_grads, (spec(lq), spec(lk), spec(lk), jax.ShapeDtypeStruct((b, lk), jnp.bool_),
                            spec(lq))
 

@@ -20,7 +20,7 @@ import pytest
 from jax import export
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from kernel_checks import BF16_TOL, SEED, check, lowering_case, rel
+from kernel_checks import BF16_TOL, F32_TOL, SEED, check, lowering_case, rel, run_compiled
 from luna_lra import ops
 from luna_lra.ops import _pallas_common as common
 from luna_lra.ops import reference
@@ -39,7 +39,8 @@ def _skip_reason():
 
 needs_mgpu = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
 F16_TOL = BF16_TOL / 4  # float16 keeps 3 more mantissa bits than bfloat16
-TOL = {jnp.dtype(jnp.bfloat16): BF16_TOL, jnp.dtype(jnp.float16): F16_TOL}
+TOL = {jnp.dtype(jnp.bfloat16): BF16_TOL, jnp.dtype(jnp.float16): F16_TOL,
+       jnp.dtype(jnp.float32): F32_TOL}
 
 
 def _mgpu():
@@ -83,13 +84,16 @@ def _case(kind, n, l, d, dtype, batch=3, seed=0):
 
 
 @needs_mgpu
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
 @pytest.mark.parametrize("kind", ["pack", "unpack"])
-def test_tiny_ragged_shapes(kind):
-    # n = 150: three 64-row blocks, the last ragged, and no multiple of 8 (the long blocks come
-    # in plain SMEM rows and are retiled); l = 37: the short side padded to 40 rows and walked
-    # in three 16-column chunks (forced), the last ragged; two splits of the three long blocks
-    # (the second split's last block lies wholly past the end); dropout on.
-    q, k, v, mask = _case(kind, 150, 37, 64, jnp.bfloat16)
+def test_tiny_ragged_shapes(kind, dtype):
+    # n = 150: three 64-row blocks, the last ragged, and no multiple of 8 (bfloat16: the long
+    # blocks come in plain SMEM rows and are retiled; float32: its split pieces are made in
+    # whole tiles, and the outputs leave through plain rows); l = 37: the short side padded to
+    # 40 rows and walked in three 16-column chunks (forced), the last ragged; two splits of
+    # the three long blocks (the second split's last block lies wholly past the end); dropout
+    # on.
+    q, k, v, mask = _case(kind, 150, 37, 64, dtype)
     chunk = dict(block_q=16) if kind == "pack" else dict(block_k=16)
     _check(kind, q, k, v, mask, num_splits=2, dropout_rate=0.25, dropout_seed=SEED, **chunk)
 
@@ -104,6 +108,13 @@ REAL_PLANS = [  # (kind, n, l, head_dim, dtype, dropout): blocks (R, C as block_
      dict(fwd=B(16, 64), dq=B(16, 64), dkdv=B(16, 64))),
     (("unpack", 131, 128, 128, jnp.bfloat16, 0.1),
      dict(fwd=B(64, 64), dq=B(64, 64), dkdv=B(64, 32))),
+    # float32 at "highest" (three bfloat16 pieces) at the most SMEM: chunks of 32, one TMA
+    # stage, the per-block kernels in parts of the short side (as
+    # test_float32_short_side_in_parts counts), partial results combined
+    (("pack", 200, 256, 128, jnp.float32, 0.1),
+     dict(fwd=B(32, 64), dq=B(32, 64), dkdv=B(32, 64), pieces=3, stages=1)),
+    (("unpack", 131, 256, 128, jnp.float32, 0.1),
+     dict(fwd=B(64, 32), dq=B(64, 32), dkdv=B(64, 32), pieces=3, stages=1)),
 ]
 
 
@@ -117,10 +128,35 @@ def test_real_plans(shape, want):
     # one split: each program pipelines all its long blocks, as at the models' sizes (below).
     kind, n, l, d, dtype, rate = shape
     q, k, v, mask = _case(kind, n, l, d, dtype, batch=2)
-    plan = _mgpu().make_plan(kind, 2, 1, q.shape[1], k.shape[1], d, dtype, rate, False,
-                             block_q=None, block_k=None, num_splits=None)
+    with jax.default_matmul_precision("highest"):  # as check() runs float32
+        plan = _mgpu().make_plan(kind, 2, 1, q.shape[1], k.shape[1], d, dtype, rate, False,
+                                 block_q=None, block_k=None, num_splits=None)
     assert {name: getattr(plan, name) for name in want} == want
     _check(kind, q, k, v, mask, num_splits=1, dropout_rate=rate, dropout_seed=SEED)
+
+
+@needs_mgpu
+def test_float32_follows_the_matmul_precision():
+    # float32 runs as bfloat16 pieces (pallas_mgpu's docstring): one under "bfloat16", two by
+    # default and under "high" (bfloat16 x 3: each operand to 2^-16 of its value), three under
+    # "highest" (x 6, as check() runs float32: float32 to its last bits). Forward only; the
+    # other tests check the gradients at "highest".
+    mgpu = _mgpu()
+    q, k, v, mask = _case("pack", 150, 37, 64, jnp.float32, batch=2)
+    plan = lambda: mgpu.make_plan("pack", 2, 1, 37, 150, 64, jnp.float32, 0.0, False,
+                                  block_q=None, block_k=None, num_splits=None)
+    assert plan().pieces == 2
+    interpret = False if ON_GPU else plgpu.InterpretGPUParams()
+    with jax.default_matmul_precision("highest"):
+        want = run_compiled(reference.pack_attention, q, k, v, mask)
+    errors = {}
+    for precision, pieces in (("bfloat16", 1), ("high", 2), ("highest", 3)):
+        with jax.default_matmul_precision(precision):
+            assert plan().pieces == pieces
+            errors[pieces] = rel(run_compiled(lambda *a: mgpu.pack_attention(
+                *a, interpret=interpret), q, k, v, mask), want)
+    assert errors[1] < BF16_TOL and errors[2] < 2**-16 and errors[3] < F32_TOL, errors
+    assert errors[3] < errors[2] / 5 < errors[1] / 25, errors
 
 
 @needs_mgpu
@@ -144,8 +180,8 @@ def test_refuses_what_it_does_not_take():
     plan = lambda **kw: mgpu.make_plan(**dict(
         kind="pack", b=1, h=1, lq=16, lk=1024, d=64, dtype=jnp.bfloat16, rate=0.0,
         interpret=False, block_q=None, block_k=None, num_splits=None) | kw)
-    with pytest.raises(ValueError, match="float32.*triton"):
-        plan(dtype=jnp.float32)
+    with pytest.raises(ValueError, match="float32 inputs, got int8"):
+        plan(dtype=jnp.int8)
     with pytest.raises(ValueError, match="at most 256"):
         plan(lq=512)
     with pytest.raises(ValueError, match="multiple of 64"):
@@ -153,23 +189,50 @@ def test_refuses_what_it_does_not_take():
 
 
 @needs_mgpu
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
 @pytest.mark.parametrize("kind", ["pack", "unpack"])
-def test_lowers_for_h100(kind):
+def test_lowers_for_h100(kind, dtype):
     # Mosaic GPU lowers in Python, without a GPU: its checks of layouts, wgmma operand shapes
     # and swizzles, TMA boxes and shared memory (H100's 227 KiB) run at the models' largest
     # blocks (l = 256, head_dim 128) and smallest (l = 16, head_dim 64), with n = 4,096 and a
-    # CLS-lengthened 4,001 (plain SMEM rows). Nothing is padded at the recipes' lengths; at
-    # 4,001 only rows of the key mask or of the statistics (to 4,004), no [B, n, H, D] array.
+    # CLS-lengthened 4,001 (bfloat16: plain SMEM rows). bfloat16: nothing is padded at the
+    # recipes' lengths; at 4,001 only rows of the key mask or of the statistics (to 4,004), no
+    # [B, n, H, D] array. float32's pieces are new arrays, the long side's padded to whole
+    # 8-row tiles (to 4,008) as they are made.
     fn = getattr(_mgpu(), f"{kind}_attention")
-    for n, l, d in ((4096, 256, 128), (4001, 16, 64)):
+    for n, l, d in ((4096, 256, 128), (4001, 16, 64), (4001, 128, 128)):
         lq, lk = (l, n) if kind == "pack" else (n, l)
 
-        f, specs = lowering_case(fn, 2, 8, d, lq, lk)
+        f, specs = lowering_case(fn, 2, 8, d, lq, lk, dtype)
         with common.abstract_gpu(90):
             module = export.export(jax.jit(f), platforms=["cuda"])(*specs).mlir_module()
         padded = re.findall(r"stablehlo\.pad .*-> tensor<([\dx]+)x\w+>", module)
-        assert (padded == [] if n % 4 == 0 else
-                padded and all(p.count("x") < 3 for p in padded)), padded
+        if dtype == jnp.float32:
+            assert all(p == f"2x{common.round_up(n, 8)}x8x{d}" or p.count("x") < 3
+                       for p in padded), padded
+        else:
+            assert (padded == [] if n % 4 == 0 else
+                    padded and all(p.count("x") < 3 for p in padded)), padded
+
+
+@needs_mgpu
+def test_float32_short_side_in_parts():
+    # At l = 256 and head_dim 128 float32's pieces of the whole short side do not fit in SMEM
+    # beside the long blocks: the per-block kernels (pack dk/dv, unpack fwd and dq) run in
+    # parts of the short side, one kernel each (test_real_plans checks their numbers); the
+    # accumulating ones and bfloat16 in one.
+    mgpu = _mgpu()
+    calls = []
+    real_call = mgpu._call
+    for kind, dtype, want in (("pack", jnp.float32, 1 + 1 + 8), ("unpack", jnp.float32, 4 + 8 + 1),
+                              ("pack", jnp.bfloat16, 3), ("unpack", jnp.bfloat16, 3)):
+        lq, lk = (256, 4096) if kind == "pack" else (4096, 256)
+        f, specs = lowering_case(getattr(mgpu, f"{kind}_attention"), 2, 8, 128, lq, lk, dtype)
+        calls.clear()
+        with pytest.MonkeyPatch.context() as patch, common.abstract_gpu(90):
+            patch.setattr(mgpu, "_call", lambda *a: calls.append(1) or real_call(*a))
+            export.export(jax.jit(f), platforms=["cuda"])(*specs)
+        assert len(calls) == want, (kind, dtype)
 
 
 # ------------------------------------------------------------------------------- dispatch

@@ -30,9 +30,8 @@ FULL = dict(batch=32, heads=8, head_dim=64, ns=(1024, 2048, 4096, 8192, 16384), 
             check=dict(batch=4, n=1024, l=128), copy_mib=2048, matmul=8192, runs=5)
 QUICK = dict(batch=2, heads=1, head_dim=16, ns=(128,), ls=(16,), check=dict(batch=2, n=64, l=16),
              copy_mib=16, matmul=256, runs=1)
-# Inputs of each kernel family's check ("pallas": this device's); Mosaic GPU takes 16-bit only.
-CHECK_DTYPES = {"pallas": (jnp.bfloat16, jnp.float32), "triton": (jnp.bfloat16, jnp.float32),
-                "mosaic": (jnp.bfloat16,)}
+# Inputs of each kernel family's check ("pallas": this device's)
+CHECK_DTYPES = dict.fromkeys(("pallas", "triton", "mosaic"), (jnp.bfloat16, jnp.float32))
 
 
 def kernel_impls(interpret):

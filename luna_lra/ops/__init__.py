@@ -9,8 +9,9 @@
             and float32); pallas_tpu.py (Mosaic TPU) on TPU. Elsewhere (CPU) an error, unless
             interpret=True, which runs the Triton kernels in Pallas interpret mode (slow; for
             tests).
-  "mosaic"  the Mosaic kernels of the backend (Mosaic GPU; TPU: pallas_tpu.py), forced;
-            on the CPU with interpret=True the Mosaic GPU kernels in GPU interpret mode.
+  "mosaic"  the Mosaic kernels of the backend (Mosaic GPU, float32 too; TPU: pallas_tpu.py),
+            forced; on the CPU with interpret=True the Mosaic GPU kernels in GPU interpret
+            mode.
   "triton"  the Triton kernels, forced (GPU; CPU with interpret=True).
   "auto"    what "pallas" picks on GPU (compute capability >= 8.0) / TPU for the shapes the
             kernels are built and tested for (see `kernel_supports`), the XLA form otherwise.
@@ -36,8 +37,9 @@ from luna_lra.ops.reference import attention
 IMPLS = ("xla", "pallas", "mosaic", "triton", "auto")
 # Head dims and inputs each kernel module is built, tested and benchmarked for ("auto" takes
 # it only there, with the short side at most 256). "pallas" and "auto" take Triton where
-# Mosaic GPU's are not: its kernels take 16-bit inputs only (wgmma has no float32 operand
-# they can use: pallas_mgpu.py) and a short side of at most 256 rows.
+# Mosaic GPU's are not: a short side over 256 rows, and float32, which Mosaic GPU's kernels
+# take (impl="mosaic") as bfloat16 pieces, three or six wgmmas per product (pallas_mgpu.py),
+# against Triton's one TF32 dot at JAX's default precision; no GPU has compared them yet.
 _DESIGNED = {
     "pallas_gpu": ((32, 64, 128), (jnp.float32, jnp.bfloat16)),
     "pallas_tpu": ((32, 64, 128), (jnp.float32, jnp.bfloat16)),

@@ -35,15 +35,25 @@ only for lengths the recipes never have: the short side (l <= 256 rows) with zer
 a multiple of 8, and rows of the key mask and of the query statistics (lse, delta), which TMA
 needs with 16-byte strides, up to a multiple of 4.
 
-Inputs are bfloat16 or float16 (wgmma multiplies 16-bit operands into float32; its only
-32-bit type, TF32, can be neither transposed nor read from registers, and float32 tiles of the
-largest shapes do not fit in SMEM): float32 inputs are for the Triton kernels (ops/__init__.py
-routes them there) and are refused here.
+Inputs are bfloat16, float16 or float32. wgmma multiplies 16-bit operands into float32 (its
+only 32-bit type, TF32, can be neither transposed nor read from registers, and keeps 10
+mantissa bits), so float32 runs as split bfloat16: each float32 operand x is `pieces` bfloat16
+arrays, x1 = bf16(x), x2 = bf16(x - x1), x3 = bf16(x - x1 - x2), each 8 more of x's 24
+significant bits, and a product sums the piece products above float32's rounding (i + j <
+pieces): under jax.default_matmul_precision("highest") three pieces, six wgmmas per product,
+float32 to its last bits (relative errors near 3e-7 in the tests, as IEEE dots); by default two,
+three wgmmas, 2^-17 per operand (about 7e-6; more than TF32, XLA's default on a GPU); under
+"bfloat16" one. The inputs are split once, outside the kernels (their pieces are new arrays,
+made in whole 8-row tiles on both sides, so no plain SMEM rows); register tiles (probabilities,
+dS) inside, as they are made. The pieces take up to 1.5x the SMEM of float32: where the blocks
+above do not fit, C halves (down to 16), then the long side gets one TMA stage instead of two,
+and the per-block family takes the short side in parts (_per_block).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 
 import jax
@@ -60,10 +70,12 @@ if not hasattr(plgpu, "InterpretGPUParams"):  # the Mosaic GPU API these kernels
                       f"interpret mode); this is jax {jax.__version__}")
 
 NEG = common.NEG
-DTYPES = (jnp.bfloat16, jnp.float16)
+DTYPES = (jnp.bfloat16, jnp.float16, jnp.float32)
 ROWS = 64  # long rows of a block: wgmma's M for one warpgroup
 _TARGET_PROGRAMS = 264  # two waves of one CTA per SM on a 132-SM H100; split below that
 _STAGES = 2  # TMA pipelining depth over the long side
+SMEM_BYTES = 227 * 1024  # shared memory a kernel may have on sm_90
+_RESERVED = 4096  # of it, what Mosaic adds to our buffers (barriers, alignment; measured)
 _PARAMS = plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Warpgroup)
 
 
@@ -79,13 +91,14 @@ class Plan(common.Plan):
     long side is split into k_splits (pack) or q_splits (unpack) ranges, the other is 1."""
 
     kind: str = "pack"
+    pieces: int = 1  # bfloat16 pieces of a float32 operand (module docstring); 16-bit: 1
+    stages: int = _STAGES  # TMA buffers of each long array: 1 where 2 do not fit in SMEM
 
 
 def make_plan(kind, b, h, lq, lk, d, dtype, rate, interpret, *, block_q, block_k, num_splits):
     if jnp.dtype(dtype) not in map(jnp.dtype, DTYPES):
-        raise ValueError(f"the Mosaic GPU kernels take bfloat16 or float16 inputs, got "
-                         f"{jnp.dtype(dtype).name}: cast them, or use the Triton kernels "
-                         "(impl='triton'), which take float32")
+        raise ValueError(f"the Mosaic GPU kernels take bfloat16, float16 or float32 inputs, "
+                         f"got {jnp.dtype(dtype).name}")
     if d % 16:
         raise ValueError(f"the Mosaic GPU kernels need head_dim a multiple of 16, got {d}")
     long, short = (lk, lq) if kind == "pack" else (lq, lk)
@@ -101,7 +114,19 @@ def make_plan(kind, b, h, lq, lk, d, dtype, rate, interpret, *, block_q, block_k
     # Registers of one warpgroup (128 threads, at most 255 each): a float32 [D, C] accumulator
     # of 8,192 elements is 64 per thread, beside the [R, C] tiles; so C = 8192 / D (128 at
     # head_dim 64, 64 at 128), and half that for dk/dv (two accumulators, two tiles).
-    chunk = lambda budget: cols or max(16, min(common.round_up(short, 16), budget // d // 16 * 16))
+    chunk = lambda budget: cols or fit(max(16, min(common.round_up(short, 16),
+                                                   budget // d // 16 * 16)))
+    # SMEM of the accumulating family (module docstring) at its most: two arrays of each side
+    # and two [R, C] tiles (float32: in pieces), two float32 [D, C] outputs; and when the
+    # long side comes in plain rows, the pipeline's buffers and their tiled copies. C halves
+    # until it fits; at 16, one TMA stage.
+    pieces = _float32_pieces() if jnp.dtype(dtype) == jnp.float32 else 1
+    copies = lambda stages: stages + (not _long_tiled(long, dtype))
+    smem = lambda c, stages: (4 * pieces * (copies(stages) * rows * d + c * d + rows * c)
+                              + 8 * d * c)
+    stages = _STAGES if smem(16, _STAGES) <= SMEM_BYTES - _RESERVED else 1
+    fit = lambda c: (c if c == 16 or smem(c, stages) <= SMEM_BYTES - _RESERVED
+                     else fit(max(16, c // 32 * 16)))
     blocks = lambda c: common.BlockSizes(c, rows) if kind == "pack" else common.BlockSizes(rows, c)
     splits = common.split(common.cdiv(long, rows), num_splits or common.auto_splits(
         b * h, common.cdiv(long, rows), _TARGET_PROGRAMS))[0]
@@ -110,7 +135,19 @@ def make_plan(kind, b, h, lq, lk, d, dtype, rate, interpret, *, block_q, block_k
     return Plan(fwd=blocks(chunk(8192)), dq=blocks(chunk(8192)), dkdv=blocks(chunk(4096)),
                 q_splits=splits if kind == "unpack" else 1,
                 k_splits=splits if kind == "pack" else 1, head_dim=d, scale=d**-0.5,
-                rate=rate, interpret=interpret or False, kind=kind)
+                rate=rate, interpret=interpret or False, kind=kind, pieces=pieces, stages=stages)
+
+
+# Pieces of a float32 operand by jax.default_matmul_precision: two (bfloat16 x 3, 2^-17 per
+# operand, finer than TF32, XLA's default on a GPU) unless it asks for less or more
+_PRECISION_PIECES = {"bfloat16": 1, "BF16_BF16_F32": 1, "highest": 3, "float32": 3,
+                     "F32_F32_F32": 3, "BF16_BF16_F32_X6": 3, "BF16_BF16_F32_X9": 3}
+
+
+def _float32_pieces():
+    """bfloat16 pieces per float32 operand at the current matmul precision (module docstring):
+    "highest" takes three (bfloat16 x 6 products), "bfloat16" one, the others two (x 3)."""
+    return _PRECISION_PIECES.get(jax.config.jax_default_matmul_precision, 2)
 
 
 # ------------------------------------------------------------------------------ layout
@@ -167,6 +204,22 @@ def _row_pad(x, multiple, axis=-1):
 
 # ------------------------------------------------------------------- per-tile math (in kernels)
 
+def _pieces(x, dtype, count):
+    """x (a float32 register tile, or an input array outside the kernels) as `count` wgmma
+    operands in dtype, each the rounding of what the ones before leave of x (module
+    docstring)."""
+    pieces = [x.astype(dtype)]
+    for _ in range(count - 1):
+        x = x - pieces[-1].astype(jnp.float32)
+        pieces.append(x.astype(dtype))
+    return tuple(pieces)
+
+
+def _t(pieces):
+    """The pieces of an SMEM operand, transposed."""
+    return tuple(x.T for x in pieces)
+
+
 def _bcast(x, shape, axis):
     """A vector along `axis` of `shape` (Mosaic GPU broadcasts nothing implicitly)."""
     return lax.broadcast_in_dim(x, shape, [axis])
@@ -177,10 +230,15 @@ def _where(cond, x, fill):
 
 
 def _mm(a, b, shape, acc=None):
-    """acc + a @ b on the tensor cores (wgmma), float32; a: SMEM or a 16-bit register tile,
-    b: SMEM. Returns once the product is done (its SMEM operands may then be reused)."""
+    """acc + a @ b on the tensor cores (wgmma), float32. a, b: the pieces of each operand
+    (module docstring: one, or float32's pieces), a's SMEM refs or 16-bit register tiles,
+    b's SMEM refs. Returns once the product is done (its SMEM operands may then be reused)."""
+    terms = max(len(a), len(b))
+    products = [(x, y) for i, x in enumerate(a) for j, y in enumerate(b) if i + j < terms]
+
     def run(acc_ref):
-        plgpu.wgmma(acc_ref, a, b)
+        for x, y in reversed(products):  # the small ones first
+            plgpu.wgmma(acc_ref, x, y)
     init = jnp.zeros(shape, jnp.float32) if acc is None else acc
     return pl.run_state(run)(plgpu.ACC.init(init))
 
@@ -274,10 +332,33 @@ def _geometry(plan, blocks, q, k):
     splits, per = common.split(common.cdiv(long, rows),
                                plan.k_splits if plan.kind == "pack" else plan.q_splits)
     names = (("k", "v"), ("q", "do")) if plan.kind == "pack" else (("q", "do"), ("k", "v"))
+    dtype = jnp.dtype(jnp.bfloat16) if q.dtype == jnp.float32 else q.dtype  # of the operands
     return dict(b=b, h=h, d=d, long=long, short=short, rows=rows, cols=cols, splits=splits,
-                per=per, nc=common.cdiv(short, cols), swizzle=_swizzle(cols, d, q.dtype),
-                dtype=q.dtype, long_names=names[0], short_names=names[1],
-                long_tiled=long % 8 == 0)
+                per=per, nc=common.cdiv(short, cols), swizzle=_swizzle(cols, d, dtype),
+                dtype=dtype, pieces=plan.pieces, stages=plan.stages, long_names=names[0],
+                short_names=names[1],
+                long_tiled=_long_tiled(long, q.dtype))
+
+
+def _plain_out(g):
+    """Whether the per-block family's [R, D] outputs go out through plain SMEM rows: when
+    the long side's length is no multiple of 8 (_plain)."""
+    return g["long"] % 8 != 0
+
+
+def _long_tiled(long, dtype):
+    """Whether the long blocks come into SMEM in wgmma's tiles (else in plain rows: _plain):
+    a length that is a multiple of 8, or float32, whose pieces _inputs makes as such."""
+    return long % 8 == 0 or jnp.dtype(dtype) == jnp.float32
+
+
+_OPERANDS = ("q", "k", "v", "do", "p", "ds")  # arrays and tiles that wgmma multiplies
+
+
+def _piece_names(g, names):
+    """The arrays or buffers behind `names`: a wgmma operand's pieces (float32: n, n_1, ...)."""
+    return [m for n in names for m in ((n, *(f"{n}_{i}" for i in range(1, g["pieces"])))
+                                       if n in _OPERANDS else (n,))]
 
 
 def _ids(num_heads):
@@ -333,8 +414,16 @@ def _long_pipeline(g, r, b, h, s, names, vec_names, step, init_carry=None):
                     {n: v[...] for n, v in zip(vec_names, vecs)}, *refs[len(specs):])
 
     pipeline = plgpu.emit_pipeline(body, grid=(g["per"],), in_specs=specs,
-                                   max_concurrent_steps=_STAGES, init_carry=init_carry)
+                                   max_concurrent_steps=g["stages"], init_carry=init_carry)
     return pipeline(*[r[n].at[b, :, h] for n in names], *[_vec_at(r[n], b, h) for n in vec_names])
+
+
+def _smem_bytes(g, scratch, long_names, lvec_names):
+    """SMEM of a kernel: its scratch and the pipeline's buffers (stages) of each long block
+    (Mosaic's lowering counts it exactly and refuses more than SMEM_BYTES)."""
+    size = lambda ref: math.prod(ref.shape) * jnp.dtype(ref.dtype).itemsize
+    block = g["rows"] * (len(long_names) * g["d"] * g["dtype"].itemsize + len(lvec_names) * 4)
+    return sum(size(x) for x in scratch.values() if hasattr(x, "dtype")) + g["stages"] * block
 
 
 def _long_scratch(g, names):
@@ -356,8 +445,9 @@ def _store(copies):
 @dataclasses.dataclass
 class _Block:
     """What a kernel body sees of one long block: SMEM refs of the block (`long`) and of the
-    short side (`short`: whole, or one chunk), their row vectors (`long_vec`: values;
-    `short_vec`: SMEM refs), and the masks of its tiles (`tile`)."""
+    short side (`short`: whole or a part, in `chunks` chunks, or one chunk), their row
+    vectors (`long_vec`: values; `short_vec`: SMEM refs), and the masks of its tiles
+    (`tile`)."""
 
     plan: Plan
     g: dict
@@ -370,6 +460,7 @@ class _Block:
     long_vec: dict
     short: dict
     short_vec: dict
+    chunks: int = 1  # of the short side in SMEM
 
     def tile(self, key_mask, c=0):
         """The tile against chunk c of the short side."""
@@ -377,28 +468,73 @@ class _Block:
                      self.col0 + c * self.g["cols"], (self.g["rows"], self.g["cols"]), key_mask)
 
     def chunk(self, name, c=0):
-        """Chunk c of a short array (an SMEM ref [C, D]) or row vector (its [C] values)."""
+        """Chunk c of a short array (its pieces: SMEM refs [C, D]) or row vector (its [C]
+        values)."""
         at = pl.ds(c * self.g["cols"], self.g["cols"])
         if name in self.short:
-            return self.short[name].at[at]
+            return tuple(self.short[n].at[at] for n in _piece_names(self.g, [name]))
         return self.short_vec[name].at[at][...]
+
+    def block(self, name):
+        """The long block of an array: its pieces (SMEM refs or register tiles [R, D])."""
+        return tuple(self.long[n] for n in _piece_names(self.g, [name]))
+
+    def pieces(self, x):
+        """A float32 register tile [R, C] as wgmma's A operand."""
+        return _pieces(x, self.g["dtype"], self.g["pieces"])
 
     def scores(self, c=0):
         """The scaled scores long1 @ short1^T [R, C] against chunk c, and dP = long2 @
         short2^T (None in the forward)."""
         (l1, l2), (s1, s2) = self.g["long_names"], self.g["short_names"]
         shape = (self.g["rows"], self.g["cols"])
-        s = _mm(self.long[l1], self.chunk(s1, c).T, shape) * self.plan.scale
+        s = _mm(self.block(l1), _t(self.chunk(s1, c)), shape) * self.plan.scale
         if l2 in self.long and s2 in self.short:
-            return s, _mm(self.long[l2], self.chunk(s2, c).T, shape)
+            return s, _mm(self.block(l2), _t(self.chunk(s2, c)), shape)
         return s, None
 
 
 def _per_block(plan, g, ins, short_names, svec_names, long_names, lvec_names, outs, block_fn):
     """The per-block family (module docstring), grid (batch*head, split). block_fn(blk) ->
-    {output name: [R, D] value, and "lse": [R] value when an output}."""
-    rows, d = g["rows"], g["d"]
-    whole = g["nc"] * g["cols"]  # the short side in whole chunks; TMA reads zeros past its end
+    {output name: [R, D] value, and "lse": [R] value when an output}. The outputs come
+    stacked over parts of the short side, [P, ...]: one part, unless the whole short side
+    does not fit in SMEM (float32's pieces at the largest l and head_dim): then parts of whole
+    chunks, their outputs partial results (key parts: (out, lse); query parts: sums) that
+    the front end combines as it does splits."""
+    rows, d, cols = g["rows"], g["d"], g["cols"]
+    short_names, long_names = _piece_names(g, short_names), _piece_names(g, long_names)
+    staged = [n for n in outs if n != "lse"]
+    # One staging tile for the [R, D] outputs: pack dk/dv at l = 256, head_dim 128 fits
+    # H100's 227 KiB of SMEM only so (211 KiB).
+    out_dtype = outs[staged[0]].dtype
+    stage = (_plain((rows, d), out_dtype) if _plain_out(g)
+             else _tiled((rows, d), out_dtype, g["swizzle"]))
+    scratch = lambda whole: dict(
+        _short_scratch(g, ins, short_names, svec_names, whole), o_stage=stage,
+        **({"o_lse": plgpu.SMEM((rows,), jnp.float32)} if "lse" in outs else {}))
+    per = g["nc"]  # chunks per part
+    while per > 1 and (_smem_bytes(g, scratch(per * cols), long_names, lvec_names)
+                       > SMEM_BYTES - _RESERVED):
+        per = common.cdiv(per, 2)
+    parts = []
+    for first in range(0, g["nc"], per):
+        # the part in whole chunks; TMA reads zeros past the short side's end
+        whole, at = min(per, g["nc"] - first) * cols, slice(first * cols, (first + per) * cols)
+        short = (*short_names, *svec_names)
+        part = ins if per == g["nc"] else {  # arrays [B, L, H, D], vectors [B, (H,) L]
+            n: (x[:, at] if x.ndim == 4 else x[..., at]) if n in short else x
+            for n, x in ins.items()}
+        parts.append(_call(plan, _per_block_body(plan, g, short_names, svec_names, long_names,
+                                                 lvec_names, outs, block_fn, first * cols, whole),
+                           (g["b"] * g["h"], g["splits"]), ("bh", "s"), part, outs,
+                           scratch(whole)))
+    return {n: jnp.stack([res[n] for res in parts]) for n in outs}
+
+
+def _per_block_body(plan, g, short_names, svec_names, long_names, lvec_names, outs, block_fn,
+                    col0, whole):
+    """The body of a _per_block kernel over the short side's columns col0 to col0 + whole."""
+    rows = g["rows"]
     staged = [n for n in outs if n != "lse"]
 
     def body(r):
@@ -410,11 +546,11 @@ def _per_block(plan, g, ins, short_names, svec_names, long_names, lvec_names, ou
         seed = r["seed"][0]
 
         def step(i, longs, long_vecs):
-            blk = _Block(plan, g, seed, b, h, i * rows, 0, longs, long_vecs,
+            blk = _Block(plan, g, seed, b, h, i * rows, col0, longs, long_vecs,
                          {n: r["s_" + n] for n in short_names},
-                         {n: r["s_" + n] for n in svec_names})
+                         {n: r["s_" + n] for n in svec_names}, whole // g["cols"])
             res, at = block_fn(blk), pl.ds(i * rows, rows)
-            _store([(res[n], r["o_stage"], r[n].at[b, at, h], not g["long_tiled"])
+            _store([(res[n], r["o_stage"], r[n].at[b, at, h], _plain_out(g))
                     for n in staged]
                    + [(res[n], r["o_lse"], r[n].at[b, h, at], False) for n in outs
                       if n == "lse"])
@@ -422,13 +558,7 @@ def _per_block(plan, g, ins, short_names, svec_names, long_names, lvec_names, ou
         _long_pipeline(g, r, b, h, s, long_names, lvec_names, step)
         plgpu.wait_smem_to_gmem(0)
 
-    # One staging tile for the [R, D] outputs: pack dk/dv at l = 256, head_dim 128 fits
-    # H100's 227 KiB of SMEM only so (211 KiB).
-    stage = (_tiled if g["long_tiled"] else lambda shape, dtype, _: _plain(shape, dtype))(
-        (rows, d), outs[staged[0]].dtype, g["swizzle"])
-    scratch = dict(_short_scratch(g, ins, short_names, svec_names, whole), o_stage=stage,
-                   **({"o_lse": plgpu.SMEM((rows,), jnp.float32)} if "lse" in outs else {}))
-    return _call(plan, body, (g["b"] * g["h"], g["splits"]), ("bh", "s"), ins, outs, scratch)
+    return body
 
 
 def _accumulating(plan, g, ins, short_names, svec_names, long_names, lvec_names, outs, tiles,
@@ -439,6 +569,7 @@ def _accumulating(plan, g, ins, short_names, svec_names, long_names, lvec_names,
     through SMEM as wgmma's B operand (_to_b). Outputs: float32 partials [splits, B, H, D,
     short rounded up to chunks] (lse: [splits, B, H, ...])."""
     rows, cols, d = g["rows"], g["cols"], g["d"]
+    short_names, long_names = _piece_names(g, short_names), _piece_names(g, long_names)
 
     def body(r):
         b, h = _ids(g["h"])
@@ -462,17 +593,20 @@ def _accumulating(plan, g, ins, short_names, svec_names, long_names, lvec_names,
         _short_scratch(g, ins, short_names, svec_names, cols), **_long_scratch(g, long_names),
         **{"o_" + n: plgpu.SMEM((cols,), jnp.float32) if n == "lse" else
            _plain((d, cols), jnp.float32) for n in outs},
-        **{"t_" + n: _tiled((rows, cols), g["dtype"], g["swizzle"]) for n in tiles})
+        **{"t_" + n: _tiled((rows, cols), g["dtype"], g["swizzle"])
+           for n in _piece_names(g, tiles)})
     return _call(plan, body, (g["b"] * g["h"], g["nc"], g["splits"]), ("bh", "c", "s"), ins,
                  outs, scratch)
 
 
-def _to_b(r, name, x):
-    """A tile [R, C] into its SMEM buffer, as the B operand of a wgmma (the accumulating
-    family's products on the short side)."""
-    r["t_" + name][...] = x.astype(r["t_" + name].dtype)
+def _to_b(blk, r, name, x):
+    """A float32 tile [R, C] into its SMEM buffers (its pieces), as the B operand of a wgmma
+    (the accumulating family's products on the short side)."""
+    bufs = [r["t_" + n] for n in _piece_names(blk.g, [name])]
+    for buf, piece in zip(bufs, blk.pieces(x)):
+        buf[...] = piece
     plgpu.commit_smem()
-    return r["t_" + name]
+    return tuple(bufs)
 
 
 def _partial(g, vector=False):
@@ -491,13 +625,14 @@ def _inputs(g, names, q, k, v, mask, seed, do=None, lse=None, delta=None):
     strides for TMA, and the short side's arrays in whole 8-row tiles (Mosaic's TMA into
     tiled SMEM copies whole tiles of an array): both padded copies (small) only for lengths
     that need them, which the recipes' never do."""
-    arrays = dict(seed=seed, q=q, k=k, v=v, do=do, mask=_row_pad(mask, 4))
+    arrays = dict(seed=seed, mask=_row_pad(mask, 4))
+    for n, x in dict(q=q, k=k, v=v, do=do).items():
+        if x is not None:  # float32 pieces are new arrays: in whole tiles on both sides
+            x = _row_pad(x, 8, axis=1) if n in g["short_names"] or x.dtype == jnp.float32 else x
+            arrays.update(zip(_piece_names(g, [n]), _pieces(x, g["dtype"], g["pieces"])))
     if lse is not None:
         arrays.update(lse=_row_pad(lse[..., 0], 4), delta=_row_pad(delta[..., 0], 4))
-    for n in g["short_names"]:
-        if arrays[n] is not None:
-            arrays[n] = _row_pad(arrays[n], 8, axis=1)
-    return {n: arrays[n] for n in ("seed", *names)}
+    return {n: arrays[n] for n in ("seed", *_piece_names(g, names))}
 
 
 # ------------------------------------------------------------------------------- forward
@@ -509,10 +644,10 @@ def fwd(plan, q, k, v, mask, seed):
     if plan.kind == "unpack":  # per block: the whole key side, an online softmax over chunks
         def block_fn(blk):
             carry = init((g["rows"], g["d"]), g["rows"])
-            for c in range(g["nc"]):
+            for c in range(blk.chunks):
                 s, _ = blk.scores(c)
                 carry = _online_step(blk.tile(blk.chunk("mask", c), c), carry, s, lambda p: _mm(
-                    p.astype(g["dtype"]), blk.chunk("v", c), (g["rows"], g["d"])))
+                    blk.pieces(p), blk.chunk("v", c), (g["rows"], g["d"])))
             out, lse = _finish(plan, 0, *carry)
             return dict(o=out, lse=lse)
 
@@ -521,12 +656,12 @@ def fwd(plan, q, k, v, mask, seed):
                                              jnp.float32))
         res = _per_block(plan, g, _inputs(g, ("k", "v", "mask", "q"), q, k, v, mask, seed),
                          ("k", "v"), ("mask",), ("q",), (), outs, block_fn)
-        return res["o"][None], res["lse"][None, :, :, :g["long"], None]
+        return res["o"], res["lse"][..., :g["long"], None]
 
     def step(blk, r, carry):  # pack: out^T [D, C] accumulates over the key blocks
         s, _ = blk.scores()
         return _online_step(blk.tile(blk.long_vec["mask"]), carry, s, lambda p: _mm(
-            blk.long["v"].T, _to_b(r, "p", p), (g["d"], g["cols"])))
+            _t(blk.block("v")), _to_b(blk, r, "p", p), (g["d"], g["cols"])))
 
     def finish(carry):
         out, lse = _finish(plan, 1, *carry)
@@ -545,24 +680,24 @@ def dq(plan, q, k, v, mask, seed, do, lse, delta):
     if plan.kind == "unpack":  # per block: dq [R, D] = sum over the key chunks of dS K
         def block_fn(blk):
             acc = None
-            for c in range(g["nc"]):
+            for c in range(blk.chunks):
                 s, dp = blk.scores(c)
                 _, ds = _backward_tile(blk.tile(blk.chunk("mask", c), c), s,
                                        blk.long_vec["lse"], blk.long_vec["delta"], dp)
-                acc = _mm(ds.astype(g["dtype"]), blk.chunk("k", c), (g["rows"], g["d"]), acc)
+                acc = _mm(blk.pieces(ds), blk.chunk("k", c), (g["rows"], g["d"]), acc)
             return dict(dq=acc * plan.scale)
 
         ins = _inputs(g, ("k", "v", "mask", "q", "do", "lse", "delta"), q, k, v, mask, seed, do,
                       lse, delta)
         res = _per_block(plan, g, ins, ("k", "v"), ("mask",), ("q", "do"), ("lse", "delta"),
                          dict(dq=jax.ShapeDtypeStruct(q.shape, q.dtype)), block_fn)
-        return res["dq"][None]
+        return res["dq"]
 
     def step(blk, r, acc):  # pack: dq^T [D, C] += K^T dS^T over the key blocks
         s, dp = blk.scores()
         _, ds = _backward_tile(blk.tile(blk.long_vec["mask"]), s, blk.chunk("lse"),
                                blk.chunk("delta"), dp)
-        return _mm(blk.long["k"].T, _to_b(r, "ds", ds), (g["d"], g["cols"]), acc)
+        return _mm(_t(blk.block("k")), _to_b(blk, r, "ds", ds), (g["d"], g["cols"]), acc)
 
     ins = _inputs(g, ("q", "do", "lse", "delta", "k", "v", "mask"), q, k, v, mask, seed, do, lse,
                   delta)
@@ -578,13 +713,13 @@ def dkdv(plan, q, k, v, mask, seed, do, lse, delta):
     if plan.kind == "pack":  # per block: dk, dv [R, D] = sums over the query chunks
         def block_fn(blk):
             dk = dv = None
-            for c in range(g["nc"]):
+            for c in range(blk.chunks):
                 s, dp = blk.scores(c)
                 pd, ds = _backward_tile(blk.tile(blk.long_vec["mask"], c), s,
                                         blk.chunk("lse", c), blk.chunk("delta", c), dp)
                 shape = (g["rows"], g["d"])
-                dk = _mm(ds.astype(g["dtype"]), blk.chunk("q", c), shape, dk)
-                dv = _mm(pd.astype(g["dtype"]), blk.chunk("do", c), shape, dv)
+                dk = _mm(blk.pieces(ds), blk.chunk("q", c), shape, dk)
+                dv = _mm(blk.pieces(pd), blk.chunk("do", c), shape, dv)
             return dict(dk=dk * plan.scale, dv=dv)
 
         ins = _inputs(g, ("q", "do", "lse", "delta", "k", "v", "mask"), q, k, v, mask, seed, do,
@@ -592,15 +727,15 @@ def dkdv(plan, q, k, v, mask, seed, do, lse, delta):
         out = jax.ShapeDtypeStruct(k.shape, k.dtype)
         res = _per_block(plan, g, ins, ("q", "do"), ("lse", "delta"), ("k", "v"), ("mask",),
                          dict(dk=out, dv=out), block_fn)
-        return res["dk"][None], res["dv"][None]
+        return res["dk"], res["dv"]
 
     def step(blk, r, carry):  # unpack: dk^T, dv^T [D, C] += Q^T dS, dO^T P over query blocks
         s, dp = blk.scores()
         pd, ds = _backward_tile(blk.tile(blk.chunk("mask")), s, blk.long_vec["lse"],
                                 blk.long_vec["delta"], dp)
         shape = (g["d"], g["cols"])
-        return (_mm(blk.long["q"].T, _to_b(r, "ds", ds), shape, carry[0]),
-                _mm(blk.long["do"].T, _to_b(r, "p", pd), shape, carry[1]))
+        return (_mm(_t(blk.block("q")), _to_b(blk, r, "ds", ds), shape, carry[0]),
+                _mm(_t(blk.block("do")), _to_b(blk, r, "p", pd), shape, carry[1]))
 
     ins = _inputs(g, ("k", "v", "mask", "q", "do", "lse", "delta"), q, k, v, mask, seed, do, lse,
                   delta)
