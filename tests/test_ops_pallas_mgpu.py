@@ -115,6 +115,8 @@ REAL_PLANS = [  # (kind, n, l, head_dim, dtype, dropout): blocks (R, C as block_
      dict(fwd=B(32, 64), dq=B(32, 64), dkdv=B(32, 64), pieces=3, stages=1)),
     (("unpack", 131, 256, 128, jnp.float32, 0.1),
      dict(fwd=B(64, 32), dq=B(64, 32), dkdv=B(64, 32), pieces=3, stages=1)),
+    (("unpack", 200, 16, 64, jnp.float32, 0.0),  # the recipes' l and head_dim: fits as bfloat16
+     dict(fwd=B(64, 16), dq=B(64, 16), dkdv=B(64, 16), pieces=3, stages=2)),
 ]
 
 
