@@ -64,8 +64,9 @@ def test_bfloat16_inputs_keep_a_float32_softmax():
 
 
 def test_pairs_per_chunk_keeps_a_step_within_the_budget():
-    assert xla.pairs_per_chunk(32, 256, 1001) == 1  # Luna-256 at n = 1,001: one pair a step
-    assert xla.pairs_per_chunk(32, 256, 256) == 4
+    assert xla.pairs_per_chunk(32, 256, 1001) == 4  # Luna-256 at n = 1,001: 4 pairs a step
+    assert xla.pairs_per_chunk(32, 16, 1001) == 32  # Luna-16: every pair at once
+    assert xla.pairs_per_chunk(32, 256, 4096) == 1
     assert xla.pairs_per_chunk(32, 1, 256) == 32  # the CLS row alone: every pair at once
 
 
