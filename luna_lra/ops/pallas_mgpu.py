@@ -111,22 +111,24 @@ def make_plan(kind, b, h, lq, lk, d, dtype, rate, interpret, *, block_q, block_k
         raise ValueError(f"long-side block of {rows} rows: wgmma needs a multiple of 64")
     if cols is not None and (cols % 16 or cols > 256):
         raise ValueError(f"short-side chunk of {cols} columns: needs a multiple of 16, <= 256")
-    # Registers of one warpgroup (128 threads, at most 255 each): a float32 [D, C] accumulator
-    # of 8,192 elements is 64 per thread, beside the [R, C] tiles; so C = 8192 / D (128 at
-    # head_dim 64, 64 at 128), and half that for dk/dv (two accumulators, two tiles).
-    chunk = lambda budget: cols or fit(max(16, min(common.round_up(short, 16),
-                                                   budget // d // 16 * 16)))
-    # SMEM of the accumulating family (module docstring) at its most: two arrays of each side
-    # and two [R, C] tiles (float32: in pieces), two float32 [D, C] outputs; and when the
-    # long side comes in plain rows, the pipeline's buffers and their tiled copies. C halves
-    # until it fits; at 16, one TMA stage.
     pieces = _float32_pieces() if jnp.dtype(dtype) == jnp.float32 else 1
-    copies = lambda stages: stages + (not _long_tiled(long, dtype))
-    smem = lambda c, stages: (4 * pieces * (copies(stages) * rows * d + c * d + rows * c)
-                              + 8 * d * c)
-    stages = _STAGES if smem(16, _STAGES) <= SMEM_BYTES - _RESERVED else 1
-    fit = lambda c: (c if c == 16 or smem(c, stages) <= SMEM_BYTES - _RESERVED
-                     else fit(max(16, c // 32 * 16)))
+    budget = SMEM_BYTES - _RESERVED
+    smem = lambda c, stages: _accumulating_smem(
+        c, rows, d, pieces, stages + (not _long_tiled(long, dtype)))
+    stages = _STAGES if smem(16, _STAGES) <= budget else 1  # 1 where even C = 16 needs it
+
+    def chunk(registers):
+        """C: as many columns as `registers` float32 accumulator elements allow (one warpgroup,
+        128 threads of at most 255 registers: a [D, C] accumulator of 8,192 elements is 64 per
+        thread beside the [R, C] tiles, so C = 8192 / D, 128 at head_dim 64 and 64 at 128,
+        half that for dk/dv's two), halved until the SMEM fits."""
+        if cols:
+            return cols
+        c = max(16, min(common.round_up(short, 16), registers // d // 16 * 16))
+        while c > 16 and smem(c, stages) > budget:
+            c = max(16, c // 32 * 16)
+        return c
+
     blocks = lambda c: common.BlockSizes(c, rows) if kind == "pack" else common.BlockSizes(rows, c)
     splits = common.split(common.cdiv(long, rows), num_splits or common.auto_splits(
         b * h, common.cdiv(long, rows), _TARGET_PROGRAMS))[0]
@@ -136,6 +138,14 @@ def make_plan(kind, b, h, lq, lk, d, dtype, rate, interpret, *, block_q, block_k
                 q_splits=splits if kind == "unpack" else 1,
                 k_splits=splits if kind == "pack" else 1, head_dim=d, scale=d**-0.5,
                 rate=rate, interpret=interpret or False, kind=kind, pieces=pieces, stages=stages)
+
+
+def _accumulating_smem(c, rows, d, pieces, long_copies):
+    """SMEM bytes of an accumulating-family kernel (module docstring) at its most, C columns:
+    two long arrays in long_copies buffers each (the pipeline's stages, and the tiled copies of
+    plain rows), two short chunks and two [R, C] tiles (float32: in pieces), two float32
+    [D, C] outputs."""
+    return 4 * pieces * (long_copies * rows * d + c * d + rows * c) + 8 * d * c
 
 
 # Pieces of a float32 operand by jax.default_matmul_precision: two (bfloat16 x 3, 2^-17 per
