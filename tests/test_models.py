@@ -450,3 +450,35 @@ def test_cls_row_only_in_the_pallas_kernels():
     np.testing.assert_allclose(v1, v2, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"tie_kv": True, "last_layer_cls_only": True, "normalize_before": True,
+     "embed_layer_norm": False},
+])
+def test_folded_attention_gives_the_projected_ones_logits_and_gradients(overrides, monkeypatch):
+    """Luna with the projections folded into pack and unpack (ops.folds: what the CPU runs
+    at these sizes) against the projections then the attention: the same logits and
+    gradients, training with dropout on (the same mask bits)."""
+    from luna_lra import ops
+
+    model = build_model(small_model_cfg(dropout_rate=0.1, attention_dropout_rate=0.2,
+                                        **overrides), TASK)
+    toks = _tokens([16, 9, 3], 16, seed=8)
+    params, _ = _init_apply(model, toks)
+    params = jax.tree.map(lambda a: a + 0.05 * np.cos(np.arange(a.size).reshape(a.shape)),
+                          params)  # biases away from 0
+    loss = lambda p: jnp.sum(jnp.sin(model.apply({"params": p}, toks, toks != 0, train=True,
+                                                 rngs={"dropout": jax.random.key(2)})))
+    results = []
+    for fold in (True, False):
+        with ops.record_choices() as ran, jax.default_matmul_precision("highest"):
+            monkeypatch.setattr(ops, "folds", lambda *a, fold=fold, **k: fold)
+            results.append(jax.value_and_grad(loss)(params))
+        assert {impl for _, impl in ran} == {"xla (folded)" if fold else "xla"}
+    (v1, g1), (v2, g2) = results
+    np.testing.assert_allclose(v1, v2, rtol=1e-5)
+    scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g2))
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)

@@ -82,3 +82,89 @@ def test_dropout_mask_is_the_references(op, l, heads):
     kw = dict(dropout_rate=0.5, dropout_seed=jnp.uint32(5))
     keep = lambda fn: np.asarray(fn(q, k, v, mask, **kw)) != 0.0
     np.testing.assert_array_equal(keep(op), keep(reference.attention))
+
+
+def _folded_case(seed, batch, n, l, heads, head_dim):
+    """The long side x [batch, n, dim], the short side's q (or k, v) [batch, l, heads,
+    head_dim], weights [dim, dim] and biases [dim] of scale ~1, and masks with one full
+    example and one with no real position."""
+    rng = np.random.default_rng(seed)
+    d = heads * head_dim
+    normal = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
+    x, short = normal(batch, n, d), normal(batch, l, heads, head_dim)
+    weights = [normal(d, d) * d**-0.5 for _ in range(3)]
+    biases = [normal(d) * 0.3 for _ in range(3)]
+    lengths = rng.integers(1, n + 1, size=batch)
+    lengths[0], lengths[-1] = n, 0
+    mask = lambda m: jnp.arange(m)[None, :] < jnp.asarray(np.minimum(lengths, m))[:, None]
+    return x, short, weights, biases, mask(n), mask(l)
+
+
+FOLDED_CASES = [(3, 101, 16, 4, 8), (2, 37, 5, 2, 16), (3, 50, 4, 4, 4)]
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+@pytest.mark.parametrize("case", FOLDED_CASES)
+def test_pack_folded_is_pack_attention_over_the_projections(case, rate):
+    x, q, (w_k, w_v, _), (b_k, b_v, _), x_mask, _ = _folded_case(0, *case)
+    h, e = q.shape[2:]
+    kw = dict(dropout_rate=rate, dropout_seed=jnp.uint32(7))
+    project = lambda x, w, b: (x @ w + b).reshape(x.shape[:2] + (h, e))
+
+    def plain(q, x, w_k, w_v, b_v):  # b_k: any key bias, which the softmax ignores
+        k, v = project(x, w_k, b_k), project(x, w_v, b_v)
+        return reference.attention(q, k, v, x_mask, **kw)
+
+    folded = lambda q, x, w_k, w_v, b_v: xla.pack_folded(q, x, w_k, w_v, b_v, x_mask, **kw)
+    args = (q, x, w_k, w_v, b_v)
+    loss = lambda fn: lambda *a: jnp.sum(jnp.sin(fn(*a)))
+    with jax.default_matmul_precision("highest"):
+        out, want = folded(*args), plain(*args)
+        grads = jax.jit(jax.grad(loss(folded), argnums=range(5)))(*args)
+        want_grads = jax.jit(jax.grad(loss(plain), argnums=range(5)))(*args)
+    assert _rel(out, want) < 2e-6
+    assert np.all(np.asarray(out[-1]) == 0.0)  # no real position: zeros, as the reference
+    for g, w in zip(grads, want_grads):
+        assert _rel(g, w) < 1e-5
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+@pytest.mark.parametrize("rows", [None, 1])  # every row; the CLS row alone
+@pytest.mark.parametrize("case", FOLDED_CASES)
+def test_unpack_folded_is_unpack_attention_then_the_output_projection(case, rows, rate):
+    x, k, (w_q, w_o, w_v), (b_q, b_o, b_v), _, p_mask = _folded_case(1, *case)
+    x = x if rows is None else x[:, :rows]
+    b, l, h, e = k.shape
+    v = (k.reshape(b, l, -1) @ w_v + b_v).reshape(k.shape)  # any values: k's projection
+    kw = dict(dropout_rate=rate, dropout_seed=jnp.uint32(9))
+
+    def plain(x, w_q, b_q, k, v, w_o, b_o):
+        q = (x @ w_q + b_q).reshape(x.shape[:2] + (h, e))
+        y = reference.attention(q, k, v, p_mask, **kw)
+        return y.reshape(x.shape) @ w_o + b_o
+
+    folded = lambda *a: xla.unpack_folded(*a, p_mask, **kw)
+    args = (x, w_q, b_q, k, v, w_o, b_o)
+    loss = lambda fn: lambda *a: jnp.sum(jnp.sin(fn(*a)))
+    with jax.default_matmul_precision("highest"):
+        out, want = folded(*args), plain(*args)
+        grads = jax.jit(jax.grad(loss(folded), argnums=range(7)))(*args)
+        want_grads = jax.jit(jax.grad(loss(plain), argnums=range(7)))(*args)
+    assert out.shape == x.shape
+    assert _rel(out, want) < 2e-6
+    for g, w in zip(grads, want_grads):
+        assert _rel(g, w) < 1e-5
+
+
+def test_folding_where_it_saves_multiply_adds():
+    from luna_lra import ops
+
+    assert xla.folding_saves(heads=4, proj_len=16, dim=128)  # the CPU step's Luna-16
+    assert xla.folding_saves(heads=8, proj_len=16, dim=512)  # the LRA recipes' Luna-16
+    assert not xla.folding_saves(heads=4, proj_len=256, dim=128)
+    assert not xla.folding_saves(heads=8, proj_len=128, dim=512)
+    assert not xla.folding_saves(heads=4, proj_len=16, dim=64)  # 4/5 of them: the tiny demo
+    assert not xla.folding_saves(heads=4, proj_len=16, dim=48)  # h l = d + l: no saving
+    assert ops.folds(4, 16, 128, impl="xla") and ops.folds(4, 16, 128, impl="auto")
+    assert not ops.folds(4, 16, 128, impl="pallas", interpret=True)  # the kernels, not XLA
+    assert not ops.folds(4, 256, 128, impl="xla")

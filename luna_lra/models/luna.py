@@ -11,6 +11,7 @@ X attends over Y_p, giving Y_x [batch, n, dim]. Cost O(n l) instead of O(n^2).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import flax.linen as nn
@@ -21,7 +22,7 @@ from luna_lra import ops
 from luna_lra.checks import ConfigError
 from luna_lra.models.config import Model, ModelConfig, choice, flag, positive
 from luna_lra.models.embed import dense_init, fairseq_sinusoidal_positions
-from luna_lra.models.layers import Dense, DenseKernel, Dropout, LayerNorm, fused_dense
+from luna_lra.models.layers import DenseKernel, Dropout, LayerNorm, fused_dense, linear
 from luna_lra.models.transformer import FeedForward
 
 
@@ -73,7 +74,10 @@ class LunaAttention(nn.Module):
             (one shared unpack_context(Y_p) when tie_kv); then the output projection.
     Y_p is returned as it comes out of the attention: no projection, no activation.
     The projections that read X run as one matmul, and so do the two that read Y_p (each
-    keeps its own nn.Dense parameters).
+    keeps its own nn.Dense parameters). Where the XLA form runs on the CPU and it saves work
+    (ops.folds: Luna-16), the projections of X and the output projection are folded into
+    the attention instead (ops.pack_folded, ops.unpack_folded): the same parameters and
+    numbers, to float32 rounding.
 
     x: [batch * n, dim] (the X stream is kept 2-D: one layout for every consumer, where
     [batch, n, dim] views of the same value made XLA write it twice); p: [batch, l, dim].
@@ -86,39 +90,58 @@ class LunaAttention(nn.Module):
     @nn.compact
     def __call__(self, x, p, x_mask, p_mask, *, deterministic: bool, rows=None):
         cfg = self.config
-        b, d = x_mask.shape[0], x.shape[-1]
-        l = p.shape[1]
+        d = x.shape[-1]
         kernel = lambda name: DenseKernel(d, dense_init(cfg.init, "proj"), name=name)(d)
-        heads = lambda t: t.reshape(b, t.size // (b * d), cfg.num_heads, cfg.head_dim)
-        use_dropout = not deterministic and cfg.attention_dropout_rate > 0.0
-        rate = cfg.attention_dropout_rate if use_dropout else 0.0
-        attend = lambda op, q, k, v, mask: op(
-            heads(q), heads(k), heads(v), mask, dropout_rate=rate,
-            dropout_rng=self.make_rng("dropout") if use_dropout else None,
-            impl=cfg.attention_impl, interpret=cfg.interpret)
-
-        # Created in the order of the unfused layer, so parameters initialise as before.
+        # (kernel, bias) pairs, created in the order of the unfused layer
         if cfg.tie_kv:
-            pack_kv, unpack_q = kernel("pack_context"), kernel("unpack_query")
-            (pq,) = fused_dense(p, [kernel("pack_query")], cfg.compute_dtype)
-            (pk,), uq = self.project_x(x, [pack_kv], unpack_q, b, rows)
-            pv = pk
+            pack_k = pack_v = kernel("pack_context")
+            unpack_q, pack_q = kernel("unpack_query"), kernel("pack_query")
         else:
             pack_k, pack_v, pack_q = kernel("pack_key"), kernel("pack_value"), kernel("pack_query")
-            (pq,) = fused_dense(p, [pack_q], cfg.compute_dtype)
-            (pk, pv), uq = self.project_x(x, [pack_k, pack_v], kernel("unpack_query"), b, rows)
-        packed = attend(ops.pack_attention, pq, pk, pv, x_mask).reshape(b, l, d)
+            unpack_q = kernel("unpack_query")
+        unpack_kv = ([kernel("unpack_context")] if cfg.tie_kv
+                     else [kernel("unpack_key"), kernel("unpack_value")])
+        out = DenseKernel(d, dense_init(cfg.init, "out"), name="out")(d)
 
-        if cfg.tie_kv:
-            (uk,) = fused_dense(packed, [kernel("unpack_context")], cfg.compute_dtype)
-            uv = uk
-        else:
-            uk, uv = fused_dense(packed, [kernel("unpack_key"), kernel("unpack_value")],
-                                 cfg.compute_dtype)
-        y = attend(ops.unpack_attention, uq, uk, uv, p_mask).reshape(uq.shape)
-        y = Dense(d, kernel_init=dense_init(cfg.init, "out"), dtype=cfg.compute_dtype,
-                  name="out")(y)
-        return y, packed
+        b, l = x_mask.shape[0], p.shape[1]
+        dtype = cfg.compute_dtype
+        (pq,) = fused_dense(p, [pack_q], dtype)
+        heads = functools.partial(self.heads, batch=b)
+        kw = dict(impl=cfg.attention_impl, interpret=cfg.interpret)
+        if ops.folds(cfg.num_heads, l, d, **kw):
+            packed = ops.pack_folded(heads(pq), x.reshape(b, -1, d), pack_k[0], pack_v[0],
+                                     pack_v[1], x_mask, **self.dropout(deterministic))
+            uk, uv = self.unpack_kv(packed.reshape(b, l, d), unpack_kv)
+            y = ops.unpack_folded(first_rows(x, b, rows).reshape(b, -1, d), *unpack_q, uk, uv,
+                                  *out, p_mask, **self.dropout(deterministic))
+            return y.reshape(-1, d), packed.reshape(b, l, d)
+
+        kv, uq = self.project_x(x, [pack_k] if cfg.tie_kv else [pack_k, pack_v], unpack_q, b,
+                                rows)
+        pk, pv = kv * (2 // len(kv))
+        packed = ops.pack_attention(heads(pq), heads(pk), heads(pv), x_mask, **kw,
+                                    **self.dropout(deterministic))
+        uk, uv = self.unpack_kv(packed.reshape(b, l, d), unpack_kv)
+        y = ops.unpack_attention(heads(uq), uk, uv, p_mask, **kw,
+                                 **self.dropout(deterministic)).reshape(uq.shape)
+        return linear(y.astype(dtype), *(t.astype(dtype) for t in out)), packed.reshape(b, l, d)
+
+    def heads(self, t, batch: int):
+        """[batch, len, dim] or [batch * len, dim] -> [batch, len, heads, head_dim]."""
+        return t.reshape(batch, -1, self.config.num_heads, self.config.head_dim)
+
+    def dropout(self, deterministic: bool) -> dict:
+        """The attention dropout arguments of one pack or unpack call (its own rng)."""
+        rate = self.config.attention_dropout_rate
+        if deterministic or rate == 0.0:
+            return dict(dropout_rate=0.0, dropout_rng=None)
+        return dict(dropout_rate=rate, dropout_rng=self.make_rng("dropout"))
+
+    def unpack_kv(self, packed, kernels):
+        """The unpack keys and values of Y_p [batch, l, dim], each [batch, l, heads, head_dim]
+        (one tensor twice when tie_kv)."""
+        kv = fused_dense(packed, kernels, self.config.compute_dtype)
+        return [self.heads(t, packed.shape[0]) for t in kv * (2 // len(kv))]
 
     def project_x(self, x, pack_kernels, unpack_query, batch, rows):
         """The pack keys/values of all of X and the unpack queries of its first `rows`: one

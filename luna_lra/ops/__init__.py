@@ -109,8 +109,8 @@ _RECORDERS: list[list[tuple[str, str]]] = []
 @contextlib.contextmanager
 def record_choices():
     """Yields a list that fills, as pack/unpack calls are traced under this context, with
-    (kind, implementation) pairs: kind "pack" | "unpack", implementation "xla" |
-    "pallas_gpu" | "pallas_mgpu" | "pallas_tpu" (+ " (interpret)")."""
+    (kind, implementation) pairs: kind "pack" | "unpack", implementation "xla" | "xla
+    (folded)" | "pallas_gpu" | "pallas_mgpu" | "pallas_tpu" (+ " (interpret)")."""
     found: list[tuple[str, str]] = []
     _RECORDERS.append(found)
     try:
@@ -167,8 +167,7 @@ def _call(which, q, k, v, key_mask, dropout_rate, dropout_rng, impl, interpret, 
     mod, kw = _pick(impl, q, k, interpret)
     ran = "xla" if mod is xla else mod.__name__.rsplit(".", 1)[1] + (
         " (interpret)" if interpret and jax.default_backend() == "cpu" else "")
-    for found in _RECORDERS:
-        found.append((which.split("_")[0], ran))
+    _record(which.split("_")[0], ran)
     fn = getattr(mod, which)
     if mod is xla:  # XLA partitions its own form by itself
         return fn(q, k, v, key_mask, dropout_rate=dropout_rate, dropout_rng=dropout_rng,
@@ -193,5 +192,31 @@ def unpack_attention(q, k, v, key_mask, *, dropout_rate=0.0, dropout_rng=None, i
                  interpret, dropout_seed)
 
 
+def folds(heads: int, proj_len: int, dim: int, *, impl: str, interpret: bool = False) -> bool:
+    """Whether Luna runs pack and unpack with the long side's projections folded in
+    (pack_folded, unpack_folded): where `impl` runs the XLA form on the CPU and folding
+    saves at least half the multiply-adds (xla.folding_saves)."""
+    return (jax.default_backend() == "cpu" and xla.folding_saves(heads, proj_len, dim)
+            and resolve_impl(impl, interpret=interpret) == "xla")
+
+
+def _record(kind: str, ran: str) -> None:
+    for found in _RECORDERS:
+        found.append((kind, ran))
+
+
+def pack_folded(q, x, w_k, w_v, b_v, key_mask, **dropout):
+    """xla.pack_folded (see `folds`), recorded as ("pack", "xla (folded)")."""
+    _record("pack", "xla (folded)")
+    return xla.pack_folded(q, x, w_k, w_v, b_v, key_mask, **dropout)
+
+
+def unpack_folded(x, w_q, b_q, k, v, w_o, b_o, key_mask, **dropout):
+    """xla.unpack_folded (see `folds`), recorded as ("unpack", "xla (folded)")."""
+    _record("unpack", "xla (folded)")
+    return xla.unpack_folded(x, w_q, b_q, k, v, w_o, b_o, key_mask, **dropout)
+
+
 __all__ = ["attention", "pack_attention", "unpack_attention", "reference", "xla", "resolve_impl",
-           "kernel_supports", "record_choices", "IMPLS"]
+           "kernel_supports", "record_choices", "IMPLS", "folds", "pack_folded",
+           "unpack_folded"]
