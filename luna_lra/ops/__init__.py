@@ -17,8 +17,9 @@
             kernels are built and tested for (see `kernel_supports`), the XLA form otherwise.
 `resolve_impl` says which of "xla", "pallas_gpu", "pallas_mgpu", "pallas_tpu" an impl name
 runs on a backend; `record_choices` collects which one each call actually ran (after the
-dtype and shape checks and the import fallbacks of "pallas" and "auto"). This package imports
-with jax alone; the kernel modules are imported on first use.
+dtype and shape checks and the import fallbacks of "pallas" and "auto"). `pack_folded` /
+`unpack_folded` take the long side before its projections (the CPU's Luna-16, where `folds`
+says so). This package imports with jax alone; the kernel modules are imported on first use.
 """
 
 from __future__ import annotations
