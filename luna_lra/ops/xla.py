@@ -6,8 +6,8 @@ step's [q_len, kv_len] scores, probabilities and their gradients stay in a core'
 instead of going through memory as whole [batch, heads, q_len, kv_len] arrays, as the plain
 einsums' do. The backward pass is written out (the standard softmax gradient) and keeps q, k,
 v, the output and each row's logsumexp, recomputing the probabilities (and the dropout mask)
-pair by pair: cheaper than writing them out and reading them back. Masked keys enter as a bias on the
-scores, not as selects over them. On XLA:CPU (2 cores, Luna-256 at n = 1,001) this takes
+pair by pair: cheaper than writing them out and reading them back. Masked keys enter as a
+bias on the scores, not as selects over them. On XLA:CPU (2 cores, Luna-256 at n = 1,001) this takes
 about 0.45x the time of the plain einsums under autodiff, forward and backward.
 
 That is a CPU form: on a GPU or TPU a loop of small steps would leave the device idle, and
@@ -189,20 +189,18 @@ def folding_saves(heads: int, proj_len: int, dim: int) -> bool:
     return 2 * heads * proj_len <= dim + proj_len
 
 
-def _keep(seed, shape, rate, heads_axis):
-    """attention_keep_mask's bits for probabilities laid out [batch, heads, rows, cols]
-    (heads_axis 1) or [batch, rows, heads, cols] (heads_axis 2)."""
-    index = [jnp.arange(s, dtype=jnp.uint32) for s in shape]
-    at = lambda i, axis: index[i].reshape([-1 if a == axis else 1 for a in range(4)])
-    row_axis = 3 - heads_axis
-    return dropout_lib.keep_mask(seed, at(0, 0), at(heads_axis, heads_axis),
-                                 at(row_axis, row_axis), at(3, 3), rate)
-
-
 def _probabilities(s, key_mask, seed, rate, heads_axis):
-    """masked_softmax over the last axis (key_mask [batch, 1, 1, cols]), then dropout."""
+    """masked_softmax over the last axis (key_mask [batch, 1, 1, cols]), then dropout with
+    attention_keep_mask's bits, for scores laid out [batch, heads, rows, cols] (heads_axis 1)
+    or [batch, rows, heads, cols] (heads_axis 2)."""
     p = reference.masked_softmax(s, key_mask)
-    return p if rate == 0.0 else _dropped(p, _keep(seed, p.shape, rate, heads_axis), rate)
+    if rate == 0.0:
+        return p
+    if heads_axis == 1:
+        return _dropped(p, dropout_lib.attention_keep_mask(seed, p.shape, rate), rate)
+    b, rows, h, cols = p.shape
+    keep = dropout_lib.attention_keep_mask(seed, (b, h, rows, cols), rate)
+    return _dropped(p, jnp.swapaxes(keep, 1, 2), rate)
 
 
 def pack_folded(q, x, w_k, w_v, b_v, key_mask, *, dropout_rate=0.0, dropout_rng=None,
