@@ -703,6 +703,7 @@ def finish(run: Run, loop: Loop, command: str, changed: dict) -> dict:
                             "TPU_VISIBLE_CHIPS") if k in os.environ},
         "machine": machine_description(), "devices": jax.device_count(),
         "jax_version": jax.__version__, "huge_pages": host_memory.in_use(),
+        "glibc_tunables": host_memory.tunables(),
         "commit": provenance.git_commit(), "command": command,
         "data": run.data, "changed_from_config_file": changed,
         "config": config_lib.to_dict(cfg),

@@ -123,7 +123,7 @@ def main(spec: dict) -> None:
 if __name__ == "__main__":
     try:  # as the trainer starts, where this tree has it (an older tree may not)
         from luna_lra import host_memory
-        host_memory.restart_with_huge_pages()
+        host_memory.restart_with_tunables()
     except ImportError:
         pass
     main(json.loads(sys.argv[1]))
