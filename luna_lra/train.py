@@ -26,7 +26,7 @@ from typing import Sequence
 from luna_lra import host_memory
 
 if __name__ == "__main__":  # first, so that the restart does not import JAX twice
-    host_memory.restart_with_tunables()
+    host_memory.restart_with_huge_pages()
 
 import jax
 from absl import logging as absl_logging

@@ -49,10 +49,11 @@ def test_table_ratios_checks_and_bars():
     assert official.bars(rows) == dict(every_row=True, cls_row=True)
     meta = dict(spec=spec, machine="m", load_start=3.0, load_end=0.1, commit="abc", threads=2,
                 jax_version="0", official_commit="6135e5b",
-                official=dict(torch="2", threads=2, huge_pages=False),
-                ours=dict(huge_pages=True), command="c", rounds=3, steps_per_round=1)
+                official=dict(torch="2", threads=2, glibc_tunables=""),
+                ours=dict(glibc_tunables="glibc.malloc.hugetlb=1"), command="c", rounds=3,
+                steps_per_round=1)
     md = official.to_markdown(meta, rows)
-    assert "hugetlb=1: `python -m luna_lra.benchmark` starts" in md and "ours True, official False" in md
+    assert "ours `glibc.malloc.hugetlb=1`, official ``" in md
     assert "| luna16-nodropout |" in md and "**2.00x**" in md and "**1.11x**" in md
     assert "[ ] issue 22's bar" in md and "machine was busy" in md and "not judged" in md
     quiet = dict(meta, load_start=0.2, load_end=2.3)  # at the end the workers' own 2 count

@@ -28,7 +28,9 @@ def test_quick_step_against_itself(tmp_path):
     meta = data["meta"]
     assert meta["baseline_commit"] == meta["commit"] and meta["machine"] and meta["command"]
     # each worker started itself again as the trainer does (malloc's huge pages, where glibc
-    # has them)
+    # has them), and says with what
     assert [w["huge_pages"] for w in meta["workers"].values()] == [host_memory.available()] * 2
+    assert [host_memory.TUNABLE + "=1" in w["glibc_tunables"].split(":")
+            for w in meta["workers"].values()] == [host_memory.available()] * 2
     md = (tmp_path / "cpu_step.md").read_text()
     assert "| no-dropout |" in md and "| dropout-0.1 |" in md and "issue 14's bar" in md

@@ -171,11 +171,10 @@ def test_cli_trains_on_the_release_layout_and_writes_result_json(tmp_path):
     assert 0.0 <= result["test_accuracy"] <= 1.0 and result["step"] in (3, 6)
     assert result["config"]["data"]["data_dir"] == str(release)
     assert "test accuracy" in out.stdout.lower() or "Test acc." in out.stdout
-    # the trainer started itself again with malloc's huge pages on and its freed memory kept,
-    # where glibc has them
+    # the trainer started itself again with malloc's huge pages on, where glibc has them
     assert result["huge_pages"] is host_memory.available()
-    ours = {f"{k}={v}" for k, v in host_memory.TUNABLES.items()}
-    assert (ours <= set(result["glibc_tunables"].split(":"))) is host_memory.available()
+    assert (f"{host_memory.TUNABLE}=1" in result["glibc_tunables"].split(":")) is (
+        host_memory.available())
 
 
 def test_cli_reports_a_missing_data_directory(tmp_path):

@@ -21,5 +21,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    host_memory.restart_with_tunables()
+    host_memory.restart_with_huge_pages()
     main()

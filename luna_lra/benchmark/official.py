@@ -189,10 +189,11 @@ def to_markdown(meta: dict, rows: list) -> str:
            f"- command: `{meta['command']}`",
            f"- threads: both processes pinned to the same {meta['threads']} CPUs; torch "
            f"{meta['official']['threads']} intra-op threads, XLA:CPU sized to the CPUs",
-           f"- malloc on huge pages (glibc.malloc.hugetlb=1: `python -m luna_lra.benchmark` "
-           f"starts itself again with it, as the trainer does, and both workers inherit it): ours "
-           f"{meta['ours'].get('huge_pages', False)}, official "
-           f"{meta['official'].get('huge_pages', False)}",
+           f"- malloc: GLIBC_TUNABLES (luna_lra.host_memory: huge pages; `python -m "
+           f"luna_lra.benchmark` starts itself again with them, as the trainer does, and both "
+           f"workers inherit them): ours "
+           f"`{meta['ours'].get('glibc_tunables', '')}`, official "
+           f"`{meta['official'].get('glibc_tunables', '')}`",
            f"- step: forward, backward, gradient norm, AdamW update (ours: "
            f"luna_lra.trainer's train step, jit-compiled; official: torch.optim.AdamW, eager); "
            f"batch {s['batch']}, {s['n'] + 1} tokens ({s['n']} + CLS; example 0 full, the "

@@ -138,9 +138,10 @@ def main(spec: dict) -> None:
     import torch
 
     torch.set_num_threads(spec["threads"])
-    huge_pages = "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", "")
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
     steps, info = {}, dict(torch=torch.__version__, threads=torch.get_num_threads(),
-                           huge_pages=huge_pages, settings={})
+                           huge_pages="glibc.malloc.hugetlb=1" in tunables,
+                           glibc_tunables=tunables, settings={})
     for name, setting in spec["settings"].items():
         t0 = time.perf_counter()
         step, loss, norm = build_step(spec, setting)

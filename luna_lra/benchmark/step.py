@@ -118,8 +118,8 @@ def to_markdown(meta: dict, rows: list) -> str:
            "only, the one the head reads: the same logits and gradients): "
            + ", ".join(f"{name} {w.get('last_layer_cls_only', False)}"
                        for name, w in meta["workers"].items()),
-           "- malloc on huge pages (glibc.malloc.hugetlb=1, as the trainer starts): "
-           + ", ".join(f"{name} {w.get('huge_pages', False)}"
+           "- malloc: GLIBC_TUNABLES (luna_lra.host_memory, as the trainer starts): "
+           + ", ".join(f"{name} `{w.get('glibc_tunables', '')}`"
                        for name, w in meta["workers"].items()),
            "- dropout-0.1: model.dropout_rate = model.attention_dropout_rate = 0.1 "
            "(activation dropout 0); no-dropout: all 0",

@@ -88,9 +88,11 @@ def main(spec: dict) -> None:
 
     # 6785641 has no such field: it computes every position of the last layer
     cls_only = base_config().model.get("last_layer_cls_only", False)
-    huge_pages = "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", "")
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
     steps, info = {}, dict(tree=luna_lra.__file__, commit=commit(), jax=jax.__version__,
-                           last_layer_cls_only=cls_only, huge_pages=huge_pages, settings={})
+                           last_layer_cls_only=cls_only,
+                           huge_pages="glibc.malloc.hugetlb=1" in tunables,
+                           glibc_tunables=tunables, settings={})
     for name, fields in spec["settings"].items():
         t0 = time.perf_counter()
         compiled, state, batch = build_step(spec, fields)
@@ -123,7 +125,7 @@ def main(spec: dict) -> None:
 if __name__ == "__main__":
     try:  # as the trainer starts, where this tree has it (an older tree may not)
         from luna_lra import host_memory
-        host_memory.restart_with_tunables()
+        host_memory.restart_with_huge_pages()
     except ImportError:
         pass
     main(json.loads(sys.argv[1]))
