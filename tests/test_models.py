@@ -1,6 +1,7 @@
 """The Luna model and the Transformer baseline: shapes, padding invariance, official structure."""
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -300,6 +301,21 @@ def test_feed_forward_matches_its_autodiff_with_dropout(approximate):
         for a, b in zip(jax.grad(fused, argnums=range(5))(*args),
                         jax.grad(plain, argnums=range(5))(*args)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_weight_grad_runs_as_a_plain_matmul_on_the_cpu():
+    """layers.weight_grad is x^T g, and on XLA:CPU it compiles to a dot over x's minor axis
+    (x copied to a transposed layout first: a matmul YNNPACK runs), where x^T g as written
+    compiles to one over its major axis, on the transposed operand."""
+    from luna_lra.models import layers
+
+    kx, kg = jax.random.split(jax.random.key(3))
+    x, g = jax.random.normal(kx, (7, 8)), jax.random.normal(kg, (7, 5))
+    np.testing.assert_allclose(layers.weight_grad(x, g), x.T @ g, rtol=1e-6, atol=1e-6)
+    contracted = lambda f: re.findall(r" dot\(.*lhs_contracting_dims=\{(\d)\}",
+                                      jax.jit(f).lower(x, g).compile().as_text())
+    assert contracted(lambda x, g: x.T @ g) == ["0"]
+    assert contracted(layers.weight_grad) == ["1"]
 
 
 def test_bfloat16_compute_stays_near_float32():

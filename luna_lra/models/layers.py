@@ -82,9 +82,17 @@ def _linear_bwd(res, g):
 def _linear_grads(x, w, g):
     """(dx, dw, db) of x @ w + b for the output gradient g."""
     dx = jax.lax.dot_general(g, w, (((g.ndim - 1,), (1,)), ((), ())))
-    x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
-    # (g^T x)^T: XLA:CPU then copies the narrow x, not the wide g, into a transposed layout
-    return dx, jnp.dot(g2.T, x2).T, sum_leading(g)
+    return dx, weight_grad(x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])), sum_leading(g)
+
+
+def weight_grad(x, g):
+    """x^T g for x [rows, k], g [rows, n]. XLA:CPU runs x^T g outside YNNPACK, on a
+    transposed operand; contracting over a unit axis as well makes it copy x into a
+    transposed layout first (on all cores) and run a plain YNNPACK matmul: 1.1-1.5x faster
+    at the CPU step's shapes."""
+    if jax.default_backend() != "cpu":
+        return jnp.dot(x.T, g)
+    return jnp.einsum("umk,umn->kn", x[None], g[None])
 
 
 linear.defvjp(_linear_fwd, _linear_bwd)

@@ -68,14 +68,15 @@ def _dropped(p, keep, rate):
     return p if keep is None else jnp.where(keep, p / (1.0 - rate), 0.0)
 
 
-def _scores_grad(p, dp, row_dot):
+def _scores_grad(p, dp, query_dot):
     """The softmax gradient p * (dp - sum(p * dp)) from the probabilities' gradient dp, with
-    each row's sum(p * dp) given: it is the row's dot product of the output and its gradient,
-    which costs a pass over [q_len, head_dim] instead of one over [q_len, kv_len]. Written
+    each query's sum(p * dp) given (broadcast over its keys): it is the dot product of the
+    query's output and its gradient, which costs a pass over [q_len, head_dim] instead of one
+    over [q_len, kv_len]. Written
     unfactored, as XLA:CPU runs it fastest: with both changes pack + unpack forward and
     backward at Luna-256 took 0.92-0.96x the time of p * (dp - sum(p * dp)), and with the
-    row dot alone, factored, 0.98-1.02x. Zero wherever p is (masked keys, all-masked rows)."""
-    return p * dp - p * row_dot
+    dot alone, factored, 0.98-1.02x. Zero wherever p is (masked keys, all-masked rows)."""
+    return p * dp - p * query_dot
 
 
 def pairs_per_chunk(pairs: int, q_len: int, kv_len: int) -> int:
@@ -149,22 +150,25 @@ def _attention_fwd(q, k, v, key_mask, seed, rate):
 
 
 def _attention_bwd(rate, res, g):
+    """The tile laid out keys by queries, [kv_len, q_len]: then dk and dv are plain matmuls
+    of it, and dq^T one of k^T (a small copy) by it, so XLA:CPU runs all of them in YNNPACK;
+    on the [q_len, kv_len] tile it ran dk and dv outside, on a transposed operand (pack +
+    unpack forward and backward at Luna-256 1.05x faster this way)."""
     qp, kp, vp, op, bias, lse, seed = res
     h, d = g.shape[2:]
 
     def pair(i, q, k, v, o, bias, lse, g):
-        p = jnp.exp(_pair_scores(q, k, bias) - lse[:, None])
-        keep = _pair_keep(seed, i, h, p.shape, rate) if rate > 0.0 else None
-        dp = _dropped(jnp.dot(g, v.T, preferred_element_type=F32), keep, rate)
-        ds = _scores_grad(p, dp, jnp.sum(g.astype(F32) * o, axis=-1, keepdims=True))
-        ds = ds.astype(q.dtype)
-        dq = jnp.dot(ds, k, preferred_element_type=F32) * d**-0.5
-        dk = jnp.dot(ds.T, q, preferred_element_type=F32)
-        dv = jnp.dot(_dropped(p, keep, rate).astype(g.dtype).T, g, preferred_element_type=F32)
-        return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
+        p = jnp.exp(jnp.dot(k, q.T, preferred_element_type=F32) + bias[:, None] - lse[None, :])
+        keep = _pair_keep(seed, i, h, p.shape[::-1], rate).T if rate > 0.0 else None
+        dp = _dropped(jnp.dot(v, g.T, preferred_element_type=F32), keep, rate)
+        ds = _scores_grad(p, dp, jnp.sum(g.astype(F32) * o, axis=-1)[None, :]).astype(q.dtype)
+        dq_t = jnp.dot(jax.lax.optimization_barrier(k.T), ds, preferred_element_type=F32)
+        dk = jnp.dot(ds, q, preferred_element_type=F32)
+        dv = jnp.dot(_dropped(p, keep, rate).astype(g.dtype), g, preferred_element_type=F32)
+        return (dq_t * d**-0.5).astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
 
-    grads = _by_pairs(pair, h, qp, kp, vp, op, bias, lse, _pairs(g))
-    return (*(_from_pairs(t, h) for t in grads), None, None)
+    dq_t, dk, dv = _by_pairs(pair, h, qp, kp, vp, op, bias, lse, _pairs(g))
+    return (*(_from_pairs(t, h) for t in (jnp.swapaxes(dq_t, 1, 2), dk, dv)), None, None)
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
