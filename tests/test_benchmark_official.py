@@ -40,10 +40,15 @@ def test_table_ratios_checks_and_bars():
     ours = {"settings": {f"{n}-{k}": dict(loss=0.7, grad_norm=2.0)
                          for n in names for k in official.KINDS[1:]}}
     theirs = {"settings": {n: dict(loss=0.7 * (1 + 1e-7), grad_norm=2.0) for n in names}}
-    rows = official.summarise(spec, times, ours, theirs)
+    assert official.turn_steps([1, 2, 3, 4, 5, 6], 3) == ([1, 4], [2, 3, 5, 6])
+    assert "official_first_s" not in official.summarise(spec, times, ours, theirs, 1)[0]
+    rows = official.summarise(spec, times, ours, theirs, 3)
     for r in rows:
         assert r["ratio_cls_row"] == pytest.approx(2.0)
         assert r["ratio_every_row"] == pytest.approx(1 / 0.9)
+        assert r["every-row_first_s"] == pytest.approx(0.9)  # turns of 3: the first step, 0.9
+        assert r["every-row_later_s"] == pytest.approx(0.9)  # median of 0.99 and 0.81
+        assert r["ratio_every_row_later"] == pytest.approx(1 / 0.9)
         assert ("loss_rel_diff" in r) == r["setting"].endswith("nodropout")
     assert rows[1]["loss_rel_diff"] == pytest.approx(1e-7, rel=1e-3)
     assert official.bars(rows) == dict(every_row=True, cls_row=True)
@@ -55,6 +60,7 @@ def test_table_ratios_checks_and_bars():
     md = official.to_markdown(meta, rows)
     assert "ours `glibc.malloc.hugetlb=1`, official ``" in md
     assert "| luna16-nodropout |" in md and "**2.00x**" in md and "**1.11x**" in md
+    assert "| luna16-nodropout | 1.000 / 1.000 | 0.900 / 0.900 | 1.11x |" in md
     assert "[ ] issue 22's bar" in md and "machine was busy" in md and "not judged" in md
     quiet = dict(meta, load_start=0.2, load_end=2.3)  # at the end the workers' own 2 count
     assert "[x] issue 22's bar" in official.to_markdown(quiet, rows)
