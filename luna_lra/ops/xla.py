@@ -72,10 +72,10 @@ def _scores_grad(p, dp, query_dot):
     """The softmax gradient p * (dp - sum(p * dp)) from the probabilities' gradient dp, with
     each query's sum(p * dp) given (broadcast over its keys): it is the dot product of the
     query's output and its gradient, which costs a pass over [q_len, head_dim] instead of one
-    over [q_len, kv_len]. Written
-    unfactored, as XLA:CPU runs it fastest: with both changes pack + unpack forward and
-    backward at Luna-256 took 0.92-0.96x the time of p * (dp - sum(p * dp)), and with the
-    dot alone, factored, 0.98-1.02x. Zero wherever p is (masked keys, all-masked rows)."""
+    over [q_len, kv_len]. Written unfactored, as XLA:CPU runs it fastest: with both changes
+    pack + unpack forward and backward at Luna-256 took 0.92-0.96x the time of
+    p * (dp - sum(p * dp)), and with the dot alone, factored, 0.98-1.02x. Zero wherever p is
+    (masked keys, all-masked rows)."""
     return p * dp - p * query_dot
 
 
@@ -162,6 +162,7 @@ def _attention_bwd(rate, res, g):
         keep = _pair_keep(seed, i, h, p.shape[::-1], rate).T if rate > 0.0 else None
         dp = _dropped(jnp.dot(v, g.T, preferred_element_type=F32), keep, rate)
         ds = _scores_grad(p, dp, jnp.sum(g.astype(F32) * o, axis=-1)[None, :]).astype(q.dtype)
+        # the barrier keeps XLA from folding k^T back into the dot as a transposed operand
         dq_t = jnp.dot(jax.lax.optimization_barrier(k.T), ds, preferred_element_type=F32)
         dk = jnp.dot(ds, q, preferred_element_type=F32)
         dv = jnp.dot(_dropped(p, keep, rate).astype(g.dtype), g, preferred_element_type=F32)
