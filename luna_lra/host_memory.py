@@ -44,18 +44,17 @@ def tunables() -> str:
 
 def in_use() -> bool:
     """Whether this process started with malloc's huge pages on."""
-    settings = os.environ.get("GLIBC_TUNABLES", "").split(":")
-    return available() and f"{TUNABLE}=1" in settings
+    return available() and f"{TUNABLE}=1" in tunables().split(":")
 
 
 def restart_with_huge_pages() -> None:
     """Replaces this process by its own command line with glibc.malloc.hugetlb=1 added to
     GLIBC_TUNABLES, where available() and the environment does not set it already. Call it
     first thing in a program's `if __name__ == "__main__":`, before JAX allocates anything."""
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if not available() or f"{TUNABLE}=" in tunables:
+    current = tunables()
+    if not available() or f"{TUNABLE}=" in current:
         return
-    env = dict(os.environ, GLIBC_TUNABLES=":".join(filter(None, (tunables, f"{TUNABLE}=1"))))
+    env = dict(os.environ, GLIBC_TUNABLES=":".join(filter(None, (current, f"{TUNABLE}=1"))))
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, sys.orig_argv, env)
